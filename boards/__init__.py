@@ -1,0 +1,1 @@
+"""Board definitions and FPGA flows (built in the boards issue)."""

@@ -1,0 +1,1 @@
+"""ONNX-to-ISA compiler (built in the compiler issue); imports `isa` and `sim`."""

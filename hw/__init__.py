@@ -1,0 +1,1 @@
+"""Amaranth HDL for the accelerator (built in the RTL issue); imports `isa` only."""
