@@ -84,21 +84,17 @@ class Segment:
         return self.count * cfg.elem_bytes(self.mem)
 
 
-class Program:
-    """A complete accelerator program: config, instructions, uop kernels and DRAM segments."""
+class Layout:
+    """DRAM placement of uop kernels and segments: offsets and element addresses."""
 
     def __init__(
         self,
         config: HwConfig,
-        insns: list[Insn],
         segments: list[Segment] = (),
         kernels: dict[str, list[Uop]] | None = None,
-        host_graph: dict | None = None,
     ):
         self.config = config
-        self.insns = list(insns)
         self.kernels = {name: [Uop(*u) for u in uops] for name, uops in (kernels or {}).items()}
-        self.host_graph = host_graph
         self.kernel_table: dict[str, tuple[int, int]] = {}
         words = []
         for name, uops in self.kernels.items():
@@ -122,8 +118,6 @@ class Program:
                 )
             self._place(seg)
         self.insn_offset = self._aligned(self._end, INSN_BYTES)
-        self.dram_size = self.insn_offset + len(self.insns) * INSN_BYTES
-        self.validate()
 
     @property
     def _end(self) -> int:
@@ -136,22 +130,6 @@ class Program:
     def _place(self, seg: Segment) -> None:
         seg.offset = self._aligned(self._end, self.config.elem_bytes(seg.mem))
         self.segments[seg.name] = seg
-
-    def validate(self) -> None:
-        """Check every instruction and that the stream ends with its only FINISH."""
-        for index, insn in enumerate(self.insns):
-            try:
-                check(insn, self.config)
-            except IsaError as exc:
-                raise ProgramError(f"instruction {index}: {exc}") from None
-        finishes = [i for i, insn in enumerate(self.insns) if insn.op == Opcode.FINISH]
-        if finishes != [len(self.insns) - 1]:
-            raise ProgramError(
-                "the instruction stream must end with exactly one FINISH "
-                f"(found FINISH at {finishes or 'no index'} of {len(self.insns)} instructions)"
-            )
-
-    # -- addresses and data ------------------------------------------------------------------
 
     def segment(self, name: str) -> Segment:
         """The segment called `name`, or a ProgramError listing the segments."""
@@ -175,6 +153,40 @@ class Program:
             )
         start, length = self.kernel_table[name]
         return self.elem_addr(UOP_SEGMENT, start), length
+
+
+class Program(Layout):
+    """A complete accelerator program: config, instructions, uop kernels and DRAM segments."""
+
+    def __init__(
+        self,
+        config: HwConfig,
+        insns: list[Insn],
+        segments: list[Segment] = (),
+        kernels: dict[str, list[Uop]] | None = None,
+        host_graph: dict | None = None,
+    ):
+        super().__init__(config, segments, kernels)
+        self.insns = list(insns)
+        self.host_graph = host_graph
+        self.dram_size = self.insn_offset + len(self.insns) * INSN_BYTES
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every instruction and that the stream ends with its only FINISH."""
+        for index, insn in enumerate(self.insns):
+            try:
+                check(insn, self.config)
+            except IsaError as exc:
+                raise ProgramError(f"instruction {index}: {exc}") from None
+        finishes = [i for i, insn in enumerate(self.insns) if insn.op == Opcode.FINISH]
+        if finishes != [len(self.insns) - 1]:
+            raise ProgramError(
+                "the instruction stream must end with exactly one FINISH "
+                f"(found FINISH at {finishes or 'no index'} of {len(self.insns)} instructions)"
+            )
+
+    # -- data ------------------------------------------------------------------------------
 
     def dram_image(self) -> np.ndarray:
         """A fresh DRAM byte array holding the uops, initial segment data and instructions."""
