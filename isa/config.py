@@ -87,7 +87,7 @@ class HwConfig:
             bits = self.elem_bits(kind)
             if bits % 8:
                 raise ConfigError(
-                    f"a {kind.upper()} element is {bits} bits, not a whole number of bytes: "
+                    f"{kind.upper()} element of {bits} bits is not a whole number of bytes: "
                     f"raise batch/block sizes or {kind}_bits so it is a multiple of 8"
                 )
         formats.check_fits(self.insn_formats, self.uop_format)
@@ -233,7 +233,7 @@ class HwConfig:
 def preset_names() -> list[str]:
     """Names of the bundled presets."""
     folder = resources.files("isa") / "presets"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.suffix == ".toml")
 
 
 def load_config(name_or_path: str | Path) -> HwConfig:

@@ -9,8 +9,8 @@ The encoder, decoder, assembler, functional simulator and RTL decoder all read t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from enum import IntEnum
+from functools import cache
 from typing import NamedTuple
 
 from isa.errors import ConfigError

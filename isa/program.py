@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,7 +268,7 @@ class Program(Layout):
                 return _program_from(zf, manifest)
         except FileNotFoundError:
             raise ProgramError(f"{path}: no such file") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as exc:
             raise ProgramError(
                 f"{path}: not a readable Loom program (corrupt or truncated: {exc})"
             ) from None

@@ -1,0 +1,207 @@
+"""The `loom` command: configs, assembler, disassembler, functional simulation and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from isa.config import HwConfig, load_config, preset_names
+from isa.errors import LoomError
+
+
+class UsageError(LoomError):
+    """A command-line argument that cannot be used as given."""
+
+
+def _config_arg(value: str | None) -> HwConfig | None:
+    return None if value is None else load_config(value)
+
+
+def _load_program(path: str, config: str | None):
+    """A Program from a .loom file or assembler source (.s/.asm)."""
+    from isa.asm import assemble_file
+    from isa.program import Program
+
+    if Path(path).suffix in (".s", ".asm"):
+        return assemble_file(path, config=_config_arg(config))
+    if config is not None:
+        raise UsageError("--config applies to assembler source only; a .loom file carries its own")
+    return Program.load(path)
+
+
+def _bindings(items: list[str], flag: str) -> list[tuple[str, Path]]:
+    pairs = []
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"{flag} takes SEGMENT=FILE.npy, not {item!r}")
+        pairs.append((name, Path(file)))
+    return pairs
+
+
+def cmd_config(args) -> int:
+    """Print a config and its derived quantities, or list the presets."""
+    if args.list:
+        for name in preset_names():
+            print(f"{name:12s} {load_config(name).name}")
+        return 0
+    description = load_config(args.config).describe()
+    if args.json:
+        print(json.dumps(description, indent=1))
+        return 0
+    print(f"{description['name']}  (config ID {description['config_id']})")
+    for key, value in description["fields"].items():
+        print(f"  {key:18s} {value}")
+    print(f"  {'macs_per_cycle':18s} {description['macs_per_cycle']}")
+    print(f"  {'sram_bytes':18s} {description['sram_bytes']}")
+    for key in ("elem_bits", "index_bits", "buffer_bytes"):
+        print(f"  {key:18s} " + "  ".join(f"{k}={v}" for k, v in description[key].items()))
+    for name, rows in description["formats"].items():
+        used = sum(r["width"] for r in rows)
+        print(f"  {name:6s} {used:3d} bits: " + " ".join(f"{r['name']}:{r['width']}" for r in rows))
+    return 0
+
+
+def cmd_asm(args) -> int:
+    """Assemble source text into a .loom program file."""
+    from isa.asm import assemble_file
+
+    program = assemble_file(args.source, config=_config_arg(args.config))
+    out = Path(args.output or Path(args.source).with_suffix(".loom"))
+    program.save(out)
+    print(
+        f"{out}: {len(program.insns)} instructions, {len(program.kernels)} uop kernels, "
+        f"{len(program.segments)} segments, {program.dram_size} bytes of DRAM, "
+        f"config {program.config.name}"
+    )
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    """Disassemble a .loom program file into assembler source."""
+    from isa.asm import disassemble
+    from isa.program import Program
+
+    text = disassemble(Program.load(args.program))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_sim(args) -> int:
+    """Run a program on the functional simulator and print its statistics."""
+    from sim.functional import FunctionalSim
+
+    program = _load_program(args.program, args.config)
+    inputs = _bindings(args.input, "--input")
+    outputs = _bindings(args.output, "--output")
+    dram = program.dram_image()
+    for name, file in inputs:
+        try:
+            values = np.load(file)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--input {name}: cannot read {file} as .npy ({exc})") from None
+        program.write(dram, name, values)
+    for name, _ in outputs:
+        program.segment(name)
+    stats = FunctionalSim(program.config).run(program, dram)
+    for name, file in outputs:
+        np.save(file, program.read(dram, name))
+    if args.json:
+        print(json.dumps({"config": program.config.name, "stats": stats.to_dict()}))
+    else:
+        print(f"ran {len(program.insns)} instructions on the functional simulator")
+        _print_stats(stats.to_dict())
+    return 0
+
+
+def _print_stats(stats: dict, indent: str = "  ") -> None:
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            value = "  ".join(f"{k}={v}" for k, v in value.items())
+        print(f"{indent}{key:16s} {value}")
+
+
+def cmd_demo(args) -> int:
+    """Assemble and run the bundled sample program, check it against numpy."""
+    from loom.demo import run_demo
+
+    report = run_demo(seed=args.seed)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"sample program: {report['program']} on {report['config']}")
+        print(f"result check:   {'PASS' if report['correct'] else 'FAIL'} "
+              f"({report['elements']} outputs, max |diff| {report['max_abs_diff']})")
+        print("statistics:")
+        _print_stats(report["stats"])
+    return 0 if report["correct"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="loom", description="Loom: hardware-software co-design for a VTA-like accelerator."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="show a hardware config and its derived encoding")
+    p.add_argument("config", nargs="?", default="default", help="preset name or TOML/JSON path")
+    p.add_argument("--list", action="store_true", help="list the bundled presets")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("asm", help="assemble source text into a .loom program")
+    p.add_argument("source", help="assembler source (.s)")
+    p.add_argument("-o", "--output", help="program file to write (default: SOURCE.loom)")
+    p.add_argument("--config", help="config when the source has no .config directive")
+    p.set_defaults(func=cmd_asm)
+
+    p = sub.add_parser("disasm", help="disassemble a .loom program into source text")
+    p.add_argument("program", help="program file (.loom)")
+    p.add_argument("-o", "--output", help="source file to write (default: stdout)")
+    p.set_defaults(func=cmd_disasm)
+
+    p = sub.add_parser("sim", help="run a program on the functional simulator")
+    p.add_argument("program", help="program file (.loom) or assembler source (.s)")
+    p.add_argument("--config", help="config when assembling source without .config")
+    p.add_argument("--input", action="append", default=[], metavar="SEG=FILE.npy",
+                   help="fill a segment from a .npy of shape (count, *element shape)")
+    p.add_argument("--output", action="append", default=[], metavar="SEG=FILE.npy",
+                   help="save a segment after the run")
+    p.add_argument("--json", action="store_true", help="print statistics as JSON")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("demo", help="run the bundled sample program and check its result")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `loom` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LoomError, OSError) as exc:
+        if args.debug:
+            raise
+        message = str(exc)
+        if isinstance(exc, OSError) and exc.strerror:
+            message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        print(f"loom: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
