@@ -260,7 +260,10 @@ def _read_config_text(name_or_path: str) -> tuple[str, str]:
         return preset.read_text(), f"preset {name_or_path}"
     path = Path(name_or_path)
     if path.is_file():
-        return path.read_text(), str(path)
+        try:
+            return path.read_text(), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
     raise ConfigError(
         f"no config named {name_or_path!r}: give a preset ({', '.join(preset_names())}) "
         f"or the path of a .toml/.json file"

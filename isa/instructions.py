@@ -160,6 +160,8 @@ def check(insn: Insn, cfg: HwConfig) -> None:
                 f"{insn.op.name} uop_end {insn.uop_end} exceeds the uop buffer depth "
                 f"{cfg.uop_depth}"
             )
+        if insn.op == Opcode.ALU and not insn.use_imm and insn.imm:
+            raise IsaError(f"ALU imm={insn.imm} is ignored when use_imm=0: set imm to 0")
         if insn.op == Opcode.ALU and insn.alu_op not in AluOp._value2member_map_:
             raise IsaError(
                 f"ALU op {insn.alu_op} does not exist; ops are "

@@ -25,8 +25,13 @@ def wrap(values: np.ndarray, bits: int) -> np.ndarray:
 
 def pack_lanes(values: np.ndarray, bits: int) -> bytes:
     """Pack signed integer lanes of `bits` bits each into bytes; values must already fit."""
-    flat = np.asarray(values, dtype=np.int64).ravel()
+    values = np.asarray(values)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if values.dtype.kind not in "iub":
+        raise ProgramError(f"lanes must be integers, not {values.dtype}")
+    if values.dtype.kind == "u" and values.size and values.max() > hi:
+        raise ProgramError(f"value {values.max()} does not fit a signed {bits}-bit lane")
+    flat = values.astype(np.int64).ravel()
     if flat.size and (flat.min() < lo or flat.max() > hi):
         bad = flat[(flat < lo) | (flat > hi)][0]
         raise ProgramError(f"value {bad} does not fit a signed {bits}-bit lane [{lo}, {hi}]")

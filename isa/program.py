@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ ALIGN = 64
 SEGMENT_KINDS = ("input", "output", "weights", "scratch", "uops")
 MEM_KINDS = ("inp", "wgt", "acc", "out", "uop")
 UOP_SEGMENT = "uops"
+NAME_PATTERN = re.compile(r"[A-Za-z_][\w.\-]*")
 
 
 @dataclass
@@ -60,6 +62,11 @@ class Segment:
     offset: int = 0
 
     def __post_init__(self):
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise ProgramError(
+                f"segment name {self.name!r} is not a name (letters, digits, _ . -, "
+                "not starting with a digit)"
+            )
         if self.kind not in SEGMENT_KINDS:
             raise ProgramError(
                 f"segment {self.name}: kind {self.kind!r} is not one of {', '.join(SEGMENT_KINDS)}"
@@ -99,6 +106,10 @@ class Layout:
         self.kernel_table: dict[str, tuple[int, int]] = {}
         words = []
         for name, uops in self.kernels.items():
+            if not NAME_PATTERN.fullmatch(name):
+                raise ProgramError(f"kernel name {name!r} is not a name (letters, digits, _ . -)")
+            if not uops:
+                raise ProgramError(f"kernel {name} has no uops")
             self.kernel_table[name] = (len(words), len(uops))
             for i, uop in enumerate(uops):
                 try:
@@ -110,6 +121,8 @@ class Layout:
             data = np.asarray(words, dtype="<u4").tobytes()
             self._place(Segment(UOP_SEGMENT, "uops", "uop", len(words), data))
         for seg in segments:
+            if seg.name == UOP_SEGMENT:
+                raise ProgramError(f"segment name {UOP_SEGMENT} is reserved for the uop kernels")
             if seg.name in self.segments:
                 raise ProgramError(f"segment {seg.name} is defined twice")
             if seg.data is not None and len(seg.data) != seg.nbytes(config):

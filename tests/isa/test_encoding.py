@@ -101,7 +101,9 @@ def _legal_insns(cfg):
             lambda be: fields_for(op, {"uop_bgn": min(be), "uop_end": max(be)} | extra)
         ).flatmap(lambda v: with_flags(op, v, Stage.COMPUTE))
 
-    alus = st.sampled_from(list(AluOp)).flatmap(lambda a: loop(Opcode.ALU, {"alu_op": a}))
+    alus = st.tuples(st.sampled_from(list(AluOp)), st.integers(0, 1)).flatmap(
+        lambda a: loop(Opcode.ALU, {"alu_op": a[0], "use_imm": a[1]} | ({} if a[1] else {"imm": 0}))
+    )
     finish = with_flags(Opcode.FINISH, {}, Stage.COMPUTE)
     return st.one_of(loads, stores, loop(Opcode.GEMM, {}), alus, finish)
 
@@ -163,6 +165,7 @@ def test_out_of_range_fields_are_rejected(insn, message):
         (Insn(Opcode.GEMM, uop_bgn=4, uop_end=3), "uop_end 3 < uop_bgn 4"),
         (Insn(Opcode.GEMM, uop_end=8193), "exceeds the uop buffer depth"),
         (Insn(Opcode.ALU, alu_op=7), "ALU op 7 does not exist"),
+        (Insn(Opcode.ALU, alu_op=AluOp.ADD, imm=5), "imm=5 is ignored when use_imm=0"),
     ],
 )
 def test_illegal_instructions_are_rejected(insn, message):
