@@ -90,6 +90,14 @@ class HwConfig:
                     f"{kind.upper()} element of {bits} bits is not a whole number of bytes: "
                     f"raise batch/block sizes or {kind}_bits so it is a multiple of 8"
                 )
+        bus_bytes = self.axi_data_bits // 8
+        for kind in ("uop", "inp", "wgt", "acc", "out"):
+            size = self.elem_bytes(kind)
+            if size % bus_bytes and bus_bytes % size:
+                raise ConfigError(
+                    f"a {kind.upper()} element of {size} bytes neither divides nor is a multiple "
+                    f"of the {bus_bytes}-byte AXI bus: change axi_data_bits or the element size"
+                )
         formats.check_fits(self.insn_formats, self.uop_format)
 
     # -- element geometry -------------------------------------------------------------------

@@ -67,6 +67,7 @@ def test_id_is_stable_and_name_is_readable():
         ({"axi_data_bits": 48}, "axi_data_bits must be one of 32, 64, 128, 256, 512, not 48"),
         ({"insn_queue_depth": 1}, "insn_queue_depth must be a power of two from 2"),
         ({"batch": "1"}, "batch must be an integer"),
+        ({"acc_bits": 24, "axi_data_bits": 512}, "ACC element of 48 bytes neither divides"),
         ({"block_in": 2, "inp_bits": 1}, "INP element of 2 bits is not a whole number of bytes"),
     ],
 )
