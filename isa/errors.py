@@ -27,3 +27,7 @@ class SimError(LoomError):
 
 class DeadlockError(SimError):
     """No stage can make progress: the message says which stage waits on which queue."""
+
+
+class ToolError(LoomError):
+    """An external tool (Verilator, Yosys, a C++ compiler) is missing or failed."""

@@ -281,6 +281,9 @@ def decode_uop(word: int, cfg: HwConfig) -> Uop:
 def decode_uop_array(words: np.ndarray, cfg: HwConfig) -> tuple[np.ndarray, ...]:
     """Vectorized decode of uop words into (dst, src, wgt) index arrays."""
     words = words.astype(np.int64)
+    fmt = cfg.uop_format
+    if words.size and (words >> fmt.used_bits).any():
+        raise IsaError(f"uop word has bits set above bit {fmt.used_bits - 1}")
     return tuple(
         (words >> f.offset) & ((1 << f.width) - 1) for f in cfg.uop_format.fields
     )

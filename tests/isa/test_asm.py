@@ -19,7 +19,7 @@ SMALL = load_config("small")
 CONFIGS = {name: load_config(name) for name in ("small", "default", "int4", "nonsquare")} | {
     "custom": HwConfig(
         batch=2, block_in=8, block_out=4, inp_bits=4, wgt_bits=2, acc_bits=24, out_bits=4,
-        uop_depth=512, inp_depth=512, wgt_depth=128, acc_depth=512, axi_data_bits=128,
+        uop_depth=512, inp_depth=512, wgt_depth=128, acc_depth=512, axi_data_bits=64,
         insn_queue_depth=32, dep_queue_depth=4,
     )
 }
@@ -304,7 +304,7 @@ def test_disassembly_prints_inline_config_and_near_misses_literally():
     text = disassemble(Program(cfg, insns, [], kernels))
     assert text.startswith(
         ".config batch=2 block_in=8 block_out=4 inp_bits=4 wgt_bits=2 acc_bits=24 out_bits=4 "
-        "uop_depth=512 inp_depth=512 wgt_depth=128 acc_depth=512 axi_data_bits=128 "
+        "uop_depth=512 inp_depth=512 wgt_depth=128 acc_depth=512 axi_data_bits=64 "
         "insn_queue_depth=32 dep_queue_depth=4\n"
     )
     body = [line.split(";")[0].rstrip() for line in text.splitlines()[-6:]]

