@@ -10,12 +10,12 @@ until its queue has room, which back-pressures DRAM reads, so fetch stalls exact
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.dma import ReadEngine2D
 from hw.interfaces import ADDR_BITS, DramReadSignature
-from hw.layouts import insn_layouts
+from hw.layouts import insn_view
 from isa.config import HwConfig
 from isa.formats import INSN_BITS, MemType, Opcode
 
@@ -63,7 +63,7 @@ class Fetch(wiring.Component):
             m.d.sync += [remaining.eq(remaining - chunk), addr.eq(addr + chunk * INSN_BYTES)]
 
         word = engine.out.payload.data
-        header = data.View(insn_layouts(self.cfg)[Opcode.LOAD], word)
+        header = insn_view(self.cfg, Opcode.LOAD, word)
         to_store = header.opcode == Opcode.STORE
         to_load = (header.opcode == Opcode.LOAD) & (
             (header.mem_type == MemType.INP) | (header.mem_type == MemType.WGT)

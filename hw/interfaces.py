@@ -5,8 +5,6 @@ Units never speak AXI themselves. Each DRAM client has a `DramReadSignature` or
 `hw.axi` turns them into AXI4 bursts and arbitrates. Read data comes back in request order.
 """
 
-from __future__ import annotations
-
 from amaranth.hdl import unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out

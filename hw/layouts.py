@@ -25,6 +25,12 @@ def insn_layouts(cfg: HwConfig) -> dict[Opcode, data.StructLayout]:
     return {op: struct_layout(fmt) for op, fmt in cfg.insn_formats.items()}
 
 
+def insn_view(cfg: HwConfig, op: Opcode, word) -> data.View:
+    """View an INSN_BITS-wide word through one format's layout (its unused top bits dropped)."""
+    layout = insn_layouts(cfg)[op]
+    return data.View(layout, word[: layout.size])
+
+
 def uop_layout(cfg: HwConfig) -> data.StructLayout:
     """The layout of a micro-op of a config."""
     return struct_layout(cfg.uop_format)

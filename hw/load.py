@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.dma import ReadEngine2D
 from hw.interfaces import ADDR_BITS, DramReadSignature, sram_write_signature
-from hw.layouts import insn_layouts
+from hw.layouts import elem_layout, insn_layouts, insn_view
 from hw.stage import TokenGate
 from isa.config import HwConfig
 from isa.formats import INSN_BITS, MemType, Opcode
@@ -58,16 +58,14 @@ class Load(wiring.Component):
         for kind in KINDS:
             members[f"{kind}_base"] = In(ADDR_BITS)
             members[f"dram_{kind}"] = Out(DramReadSignature(cfg.axi_data_bits))
-            members[f"{kind}_wr"] = Out(
-                sram_write_signature(cfg, kind, unsigned(cfg.elem_bits(kind)))
-            )
+            members[f"{kind}_wr"] = Out(sram_write_signature(cfg, kind, elem_layout(cfg, kind)))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         m.submodules.gate = gate = TokenGate(has_prev=False, has_next=True)
-        head = data.View(insn_layouts(cfg)[Opcode.LOAD], self.insn.payload)
+        head = insn_view(cfg, Opcode.LOAD, self.insn.payload)
         m.d.comb += [
             gate.valid.eq(self.insn.valid),
             gate.pop_next.eq(head.pop_next),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.dma import WriteEngine2D
 from hw.interfaces import ADDR_BITS, DramWriteSignature, sram_read_signature
-from hw.layouts import insn_layouts
+from hw.layouts import elem_layout, insn_layouts, insn_view
 from hw.load import transfer_from
 from hw.stage import TokenGate
 from isa.config import HwConfig
@@ -28,7 +28,7 @@ class Store(wiring.Component):
             "insn": In(stream.Signature(unsigned(INSN_BITS))),
             "out_base": In(ADDR_BITS),
             "dram": Out(DramWriteSignature(cfg.axi_data_bits)),
-            "out_rd": Out(sram_read_signature(cfg, "out", unsigned(cfg.elem_bits("out")))),
+            "out_rd": Out(sram_read_signature(cfg, "out", elem_layout(cfg, "out"))),
             "busy": Out(1),
             "stall": Out(1),
             "prev_can_pop": In(1),
@@ -42,7 +42,7 @@ class Store(wiring.Component):
         cfg = self.cfg
         m.submodules.gate = gate = TokenGate(has_prev=True, has_next=False)
         layout = insn_layouts(cfg)[Opcode.STORE]
-        head = data.View(layout, self.insn.payload)
+        head = insn_view(cfg, Opcode.STORE, self.insn.payload)
         m.d.comb += [
             gate.valid.eq(self.insn.valid),
             gate.pop_prev.eq(head.pop_prev),
@@ -65,7 +65,11 @@ class Store(wiring.Component):
             cfg.elem_bits("out"), cfg.index_bits("out"), cfg.axi_data_bits
         )
         wiring.connect(m, engine.dram, wiring.flipped(self.dram))
-        wiring.connect(m, engine.sram, wiring.flipped(self.out_rd))
+        m.d.comb += [
+            self.out_rd.en.eq(engine.sram.en),
+            self.out_rd.addr.eq(engine.sram.addr),
+            engine.sram.data.eq(self.out_rd.data),
+        ]
         m.d.comb += engine.cmd.valid.eq(gate.busy & ~issued)
         m.d.comb += transfer_from(current, self.out_base, cfg.elem_bytes("out"), engine.cmd.payload)
         with m.If(engine.cmd.valid & engine.cmd.ready):

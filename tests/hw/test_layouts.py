@@ -4,7 +4,9 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.lib import data
 
+from hw.interfaces import DramRequest
 from hw.layouts import elem_layout, insn_layouts, uop_layout
 from isa import AluOp, Insn, MemType, Opcode, Uop, encode, load_config
 from isa.instructions import encode_uop
@@ -44,3 +46,8 @@ def test_uop_and_element_layouts(preset):
         packed = pack_elements(shaped, cfg, kind)
         assert layout.const(values).as_bits() == int.from_bytes(packed, "little")
 
+
+
+def test_dram_request_has_its_fields():
+    # `from __future__ import annotations` would silently empty a data.Struct's layout.
+    assert data.Layout.cast(DramRequest).size == 32 + 24

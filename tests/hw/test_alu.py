@@ -1,0 +1,120 @@
+"""The tensor ALU against isa.semantics.alu: every op on edge values, streamed with bubbles."""
+
+import dataclasses
+import gc
+import itertools
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.alu import TensorAlu
+from isa import AluOp, load_config
+from isa.semantics import alu
+
+SEED = 2024
+
+# acc_bits 32 and 16 on the 1x4x4 workhorse, and a width that is not a power of two (24 bits,
+# whole bytes only with 8 lanes).
+CONFIGS = {
+    "a32": {},
+    "a16": {"acc_bits": 16},
+    "a24": {"acc_bits": 24, "batch": 2},
+}
+
+
+def _operands(bits: int, rng: random.Random) -> list[tuple[int, int]]:
+    """(x, y) pairs: extremes against shift amounts and extremes, plus RSHR ties."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    edges = [lo, lo + 1, -2, -1, 0, 1, 2, hi - 1, hi, lo // 2, hi // 2 + 1]
+    xs = edges + [rng.randint(lo, hi) for _ in range(6)]
+    ys = list(range(-bits - 5, bits + 6)) + edges + [rng.randint(lo, hi) for _ in range(4)]
+    pairs = list(itertools.product(xs, ys))
+    # Exact halves, just below and just above them, positive and negative, at every shift.
+    for n in range(1, bits + 1):
+        half = 1 << (n - 1)
+        for x in (half, -half, 3 * half, -3 * half, half - 1, -half - 1, half + 1):
+            if lo <= x <= hi:
+                pairs.append((x, n))
+    return pairs
+
+
+async def _stream(ctx, dut, vectors, rng):
+    """Feed (op, xs, ys) vectors with random bubbles; return the results in output order."""
+    results = []
+    pending = list(vectors)
+    cycles_idle = 0
+    while pending or cycles_idle <= dut.latency:
+        fire = bool(pending) and rng.random() < 0.8
+        ctx.set(dut.valid, fire)
+        if fire:
+            op, xs, ys = pending.pop(0)
+            ctx.set(dut.op, op)
+            ctx.set(dut.x, xs)
+            ctx.set(dut.y, ys)
+        cycles_idle = 0 if pending else cycles_idle + 1
+        await ctx.tick()
+        if ctx.get(dut.valid_out):
+            results.append(list(ctx.get(dut.result)))
+    return results
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_op_matches_semantics(name):
+    cfg = dataclasses.replace(load_config("small"), **CONFIGS[name])
+    rng = random.Random(SEED)
+    dut = TensorAlu(cfg)
+    lanes = cfg.batch * cfg.block_out
+    vectors, expected = [], []
+    for op in AluOp:
+        pairs = _operands(cfg.acc_bits, rng)
+        pairs += [pairs[-1]] * (-len(pairs) % lanes)
+        for start in range(0, len(pairs), lanes):
+            x, y = np.array(pairs[start : start + lanes], dtype=np.int64).T
+            vectors.append((op, x.tolist(), y.tolist()))
+            expected.append(alu(op, x, y, cfg.acc_bits).tolist())
+
+    results = []
+
+    async def tb(ctx):
+        results.extend(await _stream(ctx, dut, vectors, rng))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert len(results) == len(expected), f"seed {SEED}"
+    for (op, x, y), want, got in zip(vectors, expected, results, strict=True):
+        assert got == want, f"seed {SEED}: {op.name} x={x} y={y}"
+
+
+def test_latency_and_throughput():
+    cfg = load_config("small")
+    dut = TensorAlu(cfg)
+    lanes = cfg.batch * cfg.block_out
+    seen = []
+
+    async def tb(ctx):
+        for cycle in range(8):
+            ctx.set(dut.valid, cycle < 4)
+            ctx.set(dut.op, AluOp.ADD)
+            ctx.set(dut.x, [cycle] * lanes)
+            ctx.set(dut.y, [100] * lanes)
+            await ctx.tick()
+            if ctx.get(dut.valid_out):
+                seen.append((cycle, ctx.get(dut.result)[0]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    # Input sampled at the edge ending cycle c shows up after the edge ending c + latency - 1.
+    assert seen == [(c + dut.latency - 1, 100 + c) for c in range(4)]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # half-built on purpose
+def test_rejects_non_config():
+    with pytest.raises(TypeError, match="cfg must be an HwConfig"):
+        TensorAlu({"acc_bits": 32})
+    gc.collect()  # the half-built component warns when collected: do it under the filter
