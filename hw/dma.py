@@ -65,7 +65,9 @@ class _Geometry:
 
     def row_layout(self) -> data.StructLayout:
         """What the element path needs to know about one row: all zeros, or its first slot."""
-        return data.StructLayout({"zero": 1, "slot": unsigned(self.slot_bits)})
+        # No slot field for wide elements: zero-width wires upset Verilog linters.
+        slot = {"slot": unsigned(self.slot_bits)} if self.slot_bits else {}
+        return data.StructLayout({"zero": 1, **slot})
 
 
 class _RowPlanner(wiring.Component):
@@ -120,10 +122,9 @@ class _RowPlanner(wiring.Component):
         # A wide element's rows are bus-aligned (base registers are), so only narrow ones have
         # a first slot; the low address bits below an element are ignored.
         slot = row_addr[g.bus_shift - g.slot_bits:g.bus_shift]
-        m.d.comb += [
-            entry.zero.eq((y < data_bgn) | (y >= data_end)),
-            entry.slot.eq(slot),
-        ]
+        m.d.comb += entry.zero.eq((y < data_bgn) | (y >= data_end))
+        if g.slot_bits:
+            m.d.comb += entry.slot.eq(slot)
         req = self.req
         advance = self.busy & queue.w_rdy & (entry.zero | ~req.valid | req.ready)
         m.d.comb += [queue.w_data.eq(entry), queue.w_en.eq(advance)]
@@ -291,7 +292,7 @@ class WriteEngine2D(wiring.Component):
 
         # The element on `sram.data` (read last cycle) and where it goes in its beat.
         held = Signal()
-        held_slot = Signal(g.slot_bits)
+        held_slot = Signal(max(g.slot_bits, 1))
         held_last = Signal()
 
         beat = self.dram.data
@@ -341,9 +342,10 @@ class WriteEngine2D(wiring.Component):
                 addr.eq(addr + 1),
                 x.eq(Mux(row_end, 0, x + 1)),
                 held.eq(1),
-                held_slot.eq((row.payload.slot + x)[:g.slot_bits]),
                 held_last.eq(row_end),
             ]
+            if g.slot_bits:
+                m.d.sync += held_slot.eq((row.payload.slot + x)[:g.slot_bits])
         with m.Elif(release):
             m.d.sync += held.eq(0)
         return m

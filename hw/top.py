@@ -21,6 +21,15 @@ from isa.config import HwConfig
 TOP_NAME = "loom_accel"
 
 
+def top_signature(cfg: HwConfig) -> wiring.Signature:
+    """The top level's flat ports: m_axi_* (AXI4 master), s_axil_* (AXI4-Lite slave), irq."""
+    axi = Axi4Signature(data_bits=cfg.axi_data_bits)
+    members = {f"m_axi_{n}": mem for n, mem in axi.members.items()}
+    members |= {f"s_axil_{n}": mem.flip() for n, mem in AxiLiteSignature().members.items()}
+    members["irq"] = Out(1)
+    return wiring.Signature(members)
+
+
 class Accelerator(wiring.Component):
     """The whole accelerator for one HwConfig."""
 
@@ -28,10 +37,7 @@ class Accelerator(wiring.Component):
         self.cfg = cfg
         self.axi_signature = Axi4Signature(data_bits=cfg.axi_data_bits)
         self.axil_signature = AxiLiteSignature()
-        members = {f"m_axi_{n}": mem for n, mem in self.axi_signature.members.items()}
-        members |= {f"s_axil_{n}": mem.flip() for n, mem in self.axil_signature.members.items()}
-        members["irq"] = Out(1)
-        super().__init__(members)
+        super().__init__(top_signature(cfg))
 
     def elaborate(self, platform):
         m = Module()

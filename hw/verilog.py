@@ -11,7 +11,7 @@ from amaranth.hdl import Shape
 from amaranth.lib.wiring import Out
 
 from hw.regmap import REGISTERS
-from hw.top import TOP_NAME, Accelerator
+from hw.top import TOP_NAME, Accelerator, top_signature
 from isa.config import HwConfig
 
 VERSION = "1.0"
@@ -24,7 +24,6 @@ def generate(cfg: HwConfig) -> str:
 
 def manifest(cfg: HwConfig) -> dict:
     """What a host or a board flow needs to know about the generated module."""
-    top = Accelerator(cfg)
     return {
         "top": TOP_NAME,
         "version": VERSION,
@@ -39,7 +38,7 @@ def manifest(cfg: HwConfig) -> dict:
                 "direction": "output" if member.flow == Out else "input",
                 "width": Shape.cast(member.shape).width,
             }
-            for name, member in top.signature.members.items()
+            for name, member in top_signature(cfg).members.items()
         ],
         "registers": [register.describe() for register in REGISTERS],
     }

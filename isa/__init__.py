@@ -13,6 +13,7 @@ from isa.errors import (
     LoomError,
     ProgramError,
     SimError,
+    ToolError,
 )
 from isa.formats import AluOp, MemType, Opcode
 from isa.instructions import Insn, Stage, TokenQueue, Uop, decode, encode, stage_of
@@ -35,6 +36,7 @@ __all__ = [
     "SimError",
     "Stage",
     "TokenQueue",
+    "ToolError",
     "Uop",
     "decode",
     "encode",

@@ -17,6 +17,13 @@ class UsageError(LoomError):
     """A command-line argument that cannot be used as given."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _config_arg(value: str | None) -> HwConfig | None:
     return None if value is None else load_config(value)
 
@@ -128,6 +135,39 @@ def _print_stats(stats: dict, indent: str = "  ") -> None:
         print(f"{indent}{key:16s} {value}")
 
 
+def cmd_verilog(args) -> int:
+    """Generate the accelerator's Verilog and manifest for a config."""
+    from hw.verilog import write
+
+    summary = write(load_config(args.config), args.output)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['verilog']}: {summary['lines']} lines, {summary['bytes']} bytes in "
+            f"{summary['seconds']} s for {summary['config_name']} (ID {summary['config_id']})"
+        )
+    return 0
+
+
+def cmd_synth(args) -> int:
+    """Estimate FPGA resources of a config's accelerator with Yosys."""
+    from boards.synth import synthesize
+    from hw.top import TOP_NAME
+    from hw.verilog import generate
+
+    cfg = load_config(args.config)
+    resources = synthesize(generate(cfg), TOP_NAME, args.family)
+    if args.json:
+        print(json.dumps({"config": cfg.name, **resources.to_dict()}))
+    else:
+        print(
+            f"{cfg.name} on {args.family}: {resources.lut} LUT, {resources.ff} FF, "
+            f"{resources.dsp} DSP, {resources.bram:g} BRAM, {resources.lutram} LUTRAM"
+        )
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Assemble and run the bundled sample program, check it against numpy."""
     from loom.demo import run_demo
@@ -146,7 +186,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="loom", description="Loom: hardware-software co-design for a VTA-like accelerator."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -178,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save a segment after the run")
     p.add_argument("--json", action="store_true", help="print statistics as JSON")
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("verilog", help="generate the accelerator's Verilog for a config")
+    p.add_argument("--config", default="default", help="preset name or TOML/JSON path")
+    p.add_argument("-o", "--output", default="build/verilog", help="output folder")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("synth", help="estimate FPGA resources with Yosys")
+    p.add_argument("--config", default="default", help="preset name or TOML/JSON path")
+    p.add_argument("--family", choices=("ecp5", "xilinx7"), default="ecp5", help="FPGA family")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("demo", help="run the bundled sample program and check its result")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input data")

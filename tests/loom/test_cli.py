@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from isa import Program
+from isa import Program, load_config
 from loom.cli import build_parser, main
 from loom.demo import sample_text
 
-SUBCOMMANDS = ["config", "asm", "disasm", "sim", "demo"]
+SUBCOMMANDS = ["config", "asm", "disasm", "sim", "verilog", "synth", "demo"]
 
 
 def run(capsys, *argv):
@@ -132,3 +132,27 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
         capture_output=True, text=True,
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["frob"], ["sim"], ["synth", "--family", "ice40"], ["demo", "--seed", "x"]]
+)
+def test_usage_errors_are_one_line(argv):
+    result = subprocess.run(
+        [sys.executable, "-m", "loom.cli", *argv], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("loom")
+
+
+def test_verilog_writes_module_and_manifest(capsys, tmp_path):
+    code, out, _ = run(capsys, "verilog", "--config", "small", "-o", str(tmp_path), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["config_id"] == load_config("small").config_id_hex
+    text = (tmp_path / "loom_accel.v").read_text()
+    assert "module loom_accel(" in text and summary["bytes"] == len(text)
+    manifest = json.loads((tmp_path / "loom_accel.json").read_text())
+    assert manifest["top"] == "loom_accel"
+    assert {p["name"] for p in manifest["ports"]} >= {"m_axi_araddr", "s_axil_wdata", "irq"}
+    assert "CONFIG_ID" in {r["name"] for r in manifest["registers"]}

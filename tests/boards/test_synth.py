@@ -1,0 +1,38 @@
+"""Yosys resource estimates of the `small` accelerator on ECP5 and Xilinx 7-series."""
+
+import json
+
+import pytest
+
+from boards.synth import synthesize
+from hw.top import TOP_NAME
+from hw.verilog import generate
+from isa import ToolError, load_config
+from loom.cli import main
+
+SMALL = load_config("small")
+
+
+@pytest.mark.synth
+def test_ecp5_estimate_through_the_cli(capsys):
+    assert main(["synth", "--config", "small", "--family", "ecp5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["family"] == "ecp5"
+    # the GEMM core alone needs batch*block_in*block_out multipliers
+    assert report["dsp"] >= SMALL.macs_per_cycle
+    assert report["bram"] >= 1 and report["lut"] > 1000 and report["ff"] > 1000
+
+
+@pytest.mark.synth
+def test_xilinx7_estimate():
+    resources = synthesize(generate(SMALL), TOP_NAME, "xilinx7")
+    assert resources.dsp >= SMALL.macs_per_cycle
+    assert resources.bram >= 1 and resources.lut > 1000
+    assert resources.cells.get("DSP48E1", 0) == resources.dsp
+
+
+def test_unknown_family_and_bad_verilog_are_tool_errors():
+    with pytest.raises(ToolError, match="unknown FPGA family 'ice40'"):
+        synthesize("module m(); endmodule", "m", "ice40")
+    with pytest.raises(ToolError, match="yosys ecp5 synthesis failed"):
+        synthesize("module m(; endmodule", "m", "ecp5")
