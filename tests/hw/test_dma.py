@@ -15,101 +15,18 @@ from collections import deque
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from stream_models import DramReader, Sink, Source
 
 from hw.dma import ReadEngine2D, WriteEngine2D
+from hw.interfaces import ADDR_BITS
 
 SRAM_ADDR_BITS = 7
 SRAM_DEPTH = 1 << SRAM_ADDR_BITS
-ADDR_BITS = 32  # DramRequest.addr, the low field of a request
 
 # (elem_bits, bus_bits): narrow elements sharing a beat, one element per beat, wide elements
 # spanning 2, 3 and 4 beats.
 GEOMETRIES = [(32, 64), (16, 128), (32, 32), (64, 32), (96, 32), (512, 128)]
 RANDOM_CMDS = 40
-
-
-class _Source:
-    """Drives a stream from a queue of (due cycle, payload), holding valid until taken."""
-
-    def __init__(self, stream, rng, rate):
-        self.stream, self.rng, self.rate = stream, rng, rate
-        self.items = deque()
-        self.current = None
-        self.taken = []  # (cycle, payload)
-
-    def drive(self, ctx, now):
-        """Offer the next due item with probability `rate` (an offer is never withdrawn)."""
-        if (self.current is None and self.items and self.items[0][0] <= now
-                and self.rng.random() < self.rate):
-            self.current = self.items.popleft()[1]
-        ctx.set(self.stream.valid, self.current is not None)
-        if self.current is not None:
-            ctx.set(self.stream.payload, self.current)
-
-    def observe(self, ctx, now):
-        """Return the payload taken at this cycle's edge, or None."""
-        if self.current is None or not ctx.get(self.stream.ready):
-            return None
-        item, self.current = self.current, None
-        self.taken.append((now, item))
-        return item
-
-
-class _Sink:
-    """Takes a stream with random ready and checks that an offer holds until it is taken."""
-
-    def __init__(self, stream, rng, rate):
-        self.stream, self.rng, self.rate = stream, rng, rate
-        self.ready = False
-        self.offer = None  # payload offered and not taken last cycle
-        self.taken = []  # (cycle, payload as an integer)
-
-    def drive(self, ctx, now, allow=True):
-        """Raise ready with probability `rate` when `allow`."""
-        self.ready = allow and self.rng.random() < self.rate
-        ctx.set(self.stream.ready, self.ready)
-
-    def observe(self, ctx, now):
-        """Return the payload (an integer) taken at this cycle's edge, or None."""
-        valid = ctx.get(self.stream.valid)
-        payload = ctx.get(self.stream.payload.as_value()) if valid else None
-        if self.offer is not None:
-            assert payload == self.offer, f"cycle {now}: an offer changed or was withdrawn"
-        taken = valid and self.ready
-        self.offer = payload if valid and not taken else None
-        if not taken:
-            return None
-        self.taken.append((now, payload))
-        return payload
-
-
-class _DramReader:
-    """Serves a DRAM read port from a byte array: beats follow each request after `latency`."""
-
-    def __init__(self, port, memory, bus_bytes, rng, *, latency, rate):
-        self.memory, self.bus_bytes, self.latency = memory, bus_bytes, latency
-        self.req = _Sink(port.req, rng, rate)
-        self.data = _Source(port.data, rng, rate)
-        self.requests = []  # (addr, beats)
-
-    def drive(self, ctx, now):
-        """Drive request ready and the next due beat."""
-        self.req.drive(ctx, now)
-        self.data.drive(ctx, now)
-
-    def observe(self, ctx, now):
-        """Queue the beats of a new request and retire a taken beat."""
-        self.data.observe(ctx, now)
-        req = self.req.observe(ctx, now)
-        if req is None:
-            return
-        addr, beats = req & ((1 << ADDR_BITS) - 1), req >> ADDR_BITS
-        assert addr % self.bus_bytes == 0 and beats >= 1, f"bad request {addr:#x}+{beats}"
-        self.requests.append((addr, beats))
-        for i in range(beats):
-            at = addr + i * self.bus_bytes
-            value = int.from_bytes(self.memory[at:at + self.bus_bytes].tobytes(), "little")
-            self.data.items.append((now + self.latency, value))
 
 
 class _DramWriter:
@@ -121,8 +38,8 @@ class _DramWriter:
 
     def __init__(self, port, memory, bus_bytes, rng, *, rate):
         self.port, self.memory, self.bus_bytes, self.rng = port, memory, bus_bytes, rng
-        self.req = _Sink(port.req, rng, rate)
-        self.data = _Sink(port.data, rng, rate)
+        self.req = Sink(port.req, rng, rate)
+        self.data = Sink(port.data, rng, rate)
         self.open = deque()  # [addr, beats, beats received] of accepted requests
         self.done_at = deque()
         self.requests = []
@@ -257,7 +174,7 @@ def _simulate(dut, rng, cmds, models, *, padded, cmd_rate, on_complete, max_cycl
     command with work must raise `busy` the cycle after it is accepted. Returns the
     (accepted, completed) cycle of every command.
     """
-    source = _Source(dut.cmd, rng, cmd_rate)
+    source = Source(dut.cmd, rng, cmd_rate)
     source.items.extend((0, cmd) for cmd in cmds)
     cycles = []
 
@@ -296,8 +213,8 @@ def run_load(elem_bits, bus_bits, cmds, dram, seed, *, latency, rate, cmd_rate=N
     elem_bytes, bus_bytes = elem_bits // 8, bus_bits // 8
     rng = random.Random(seed)
     dut = ReadEngine2D(elem_bits, SRAM_ADDR_BITS, bus_bits)
-    reader = _DramReader(dut.dram, dram, bus_bytes, rng, latency=latency, rate=rate)
-    sink = _Sink(dut.out, rng, rate)
+    reader = DramReader(dut.dram, dram, bus_bytes, rng, latency=latency, rate=rate)
+    sink = Sink(dut.out, rng, rate)
     expected = [load_reference(dram, cmd, elem_bytes) for cmd in cmds]
     ends = np.cumsum([len(e) for e in expected])
 
