@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/functional_matmul.py
+	$(BIN)/python bench/verilog_generation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -88,8 +88,11 @@ def test_demo_program_matches_functional_sim(stall, latency):
     assert 0 < regs["COMPUTE_BUSY"] <= regs["CYCLES"]
 
 
-def test_double_buffered_matmul_matches_functional_sim():
-    sample = matmul_program(SMALL, 8, 16, 8, bias=True, relu=True, shift=1, seed=5)
+@pytest.mark.parametrize(
+    ("preset", "mkn"), [("small", (8, 16, 8)), ("int4", (2, 32, 32)), ("nonsquare", (4, 16, 32))]
+)
+def test_double_buffered_matmul_matches_functional_sim(preset, mkn):
+    sample = matmul_program(load_config(preset), *mkn, bias=True, relu=True, shift=1, seed=5)
     dram = sample.dram()
     golden, stats = expected_after(sample.program, dram)
     got, regs = run_accelerator(sample.program, dram, stall=0.2, seed=7)
