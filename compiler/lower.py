@@ -1,0 +1,407 @@
+"""Lowering of one quantized convolution (QCONV) to an accelerator Program.
+
+Data layout in DRAM (elements of the ISA; `B` = batch, `Bi`/`Bo` = block_in/block_out, channels
+zero-padded to whole blocks):
+
+- input ``x``: INP elements ``[N/B][C_in/Bi][H][W]``, each ``[b][i]``;
+- weights ``w``: WGT elements ``[C_out/Bo][C_in/Bi][KH][KW]``, each ``[o][i]``;
+- ``bias`` and per-channel ``mult``: one ACC element per output block (repeated over ``b``);
+- output ``y``: OUT elements ``[N/B][C_out/Bo][H_out][W_out]``, each ``[b][o]``.
+
+Per output tile (batch block, output rows and columns, output-channel blocks) compute loads the
+bias and multiplier rows and initialises the accumulators from the bias (ALU MOV); per input
+channel step, load brings the padded input window of each input block and the weight blocks, and
+one GEMM runs the uop kernel over (output block, input block, kh, kw) while its two loops walk the
+tile's output rows and columns (VTA's direct convolution: no im2col). The epilogue is the
+requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX, MIN on the ALU) and one STORE per output
+block. Buffers are split into `threads` halves that alternate between tiles and steps, with
+dependency tokens as in `loom.samples` so loads, compute and stores overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from compiler.ir import CompileError
+from compiler.schedule import ConvSchedule, ConvShape, default_schedule, fits
+from isa.config import HwConfig
+from isa.formats import PAD_BITS, AluOp, MemType, Opcode
+from isa.instructions import Insn, Uop
+from isa.packing import pack_elements
+from isa.program import Layout, Program, Segment
+
+NOP_LOAD = Insn(Opcode.LOAD, mem_type=MemType.INP)
+NOP_COMPUTE = Insn(Opcode.LOAD, mem_type=MemType.UOP)
+NOP_STORE = Insn(Opcode.STORE, mem_type=MemType.OUT)
+MAX_PAD = (1 << PAD_BITS) - 1
+
+
+@dataclass
+class LoweredConv:
+    """A convolution lowered to a Program, with the packing of its input and output."""
+
+    program: Program
+    shape: ConvShape
+    schedule: ConvSchedule
+    batch: int
+    in_channels: int
+    out_channels: int
+    macs: int
+
+    def pack_input(self, x: np.ndarray) -> np.ndarray:
+        """NCHW integers to the input segment's elements."""
+        return to_elements(x, self.program.config, "inp")
+
+    def unpack_output(self, elements: np.ndarray) -> np.ndarray:
+        """The output segment's elements to NCHW integers."""
+        s = self.shape
+        return from_elements(
+            elements, self.program.config, "out",
+            (self.batch, self.out_channels, s.out_height, s.out_width),
+        )
+
+
+def to_elements(x: np.ndarray, cfg: HwConfig, kind: str) -> np.ndarray:
+    """NCHW to elements [N/B][C/Bk][H][W] of (B, Bk) lanes, zero-padding N and C."""
+    batch, block = cfg.elem_shape(kind)
+    n, c, h, w = x.shape
+    nb, cb = -(-n // batch), -(-c // block)
+    padded = np.zeros((nb * batch, cb * block, h, w), dtype=np.int64)
+    padded[:n, :c] = x
+    grid = padded.reshape(nb, batch, cb, block, h, w).transpose(0, 2, 4, 5, 1, 3)
+    return grid.reshape(nb * cb * h * w, batch, block)
+
+
+def from_elements(elements: np.ndarray, cfg: HwConfig, kind: str, shape) -> np.ndarray:
+    """Inverse of `to_elements` for an NCHW tensor of `shape`."""
+    batch, block = cfg.elem_shape(kind)
+    n, c, h, w = shape
+    nb, cb = -(-n // batch), -(-c // block)
+    grid = elements.reshape(nb, cb, h, w, batch, block).transpose(0, 4, 1, 5, 2, 3)
+    return grid.reshape(nb * batch, cb * block, h, w)[:n, :c]
+
+
+def conv_shape(cfg: HwConfig, input_shape, attrs: dict) -> ConvShape:
+    """The ConvShape of a QCONV node on an NCHW input."""
+    n, c, h, w = input_shape
+    c_out, c_in, kh, kw = attrs["weights"].shape
+    if c_in != c:
+        raise CompileError(f"weights expect {c_in} input channels, the input has {c}")
+    return ConvShape(
+        batch_blocks=-(-n // cfg.batch),
+        cin_blocks=-(-c // cfg.block_in),
+        cout_blocks=-(-c_out // cfg.block_out),
+        height=h,
+        width=w,
+        kernel=(kh, kw),
+        strides=tuple(attrs["strides"]),
+        pads=tuple(attrs["pads"]),
+    )
+
+
+def lower_conv(
+    cfg: HwConfig, input_shape, attrs: dict, schedule: ConvSchedule | None = None,
+    name: str = "conv",
+) -> LoweredConv:
+    """Lower a QCONV (attributes as in `compiler.ir`) on an NCHW input shape to a Program."""
+    shape = conv_shape(cfg, input_shape, attrs)
+    if max(shape.pads) > MAX_PAD:
+        raise CompileError(f"{name}: padding {shape.pads} exceeds {MAX_PAD}, the ISA's limit")
+    if schedule is None:
+        try:
+            schedule = default_schedule(cfg, shape)
+        except ValueError:
+            raise CompileError(
+                f"{name}: no tiling of {shape} fits the buffers of {cfg.name}"
+            ) from None
+    elif not fits(cfg, shape, schedule):
+        raise CompileError(f"{name}: schedule {schedule} does not fit {cfg.name}")
+    program = _ConvBuilder(cfg, shape, schedule, attrs).program()
+    c_out, c_in, kh, kw = attrs["weights"].shape
+    n = input_shape[0]
+    macs = n * c_out * shape.out_height * shape.out_width * c_in * kh * kw
+    return LoweredConv(program, shape, schedule, n, c_in, c_out, macs)
+
+
+class _Tile(NamedTuple):
+    """An output tile: batch block, first row/col/output block and their counts, ACC half."""
+
+    nb: int
+    r0: int
+    rows: int
+    c0: int
+    cols: int
+    co0: int
+    cout: int
+    half: int
+
+
+class _AtDram(NamedTuple):
+    """An instruction whose dram_base is element `index` of `segment` (resolved at layout)."""
+
+    insn: Insn
+    segment: str
+    index: int
+
+
+class _WithKernel(NamedTuple):
+    """A GEMM or ALU instruction that runs uop kernel `kernel` (its uop range set at layout)."""
+
+    kernel: str
+    insn: Insn
+
+
+class _Step(NamedTuple):
+    """An input-channel step of a tile: first input block, how many, its INP/WGT half."""
+
+    ci0: int
+    cin: int
+    half: int
+
+
+class _ConvBuilder:
+    """Emits the instructions, uop kernels and segments of one tiled convolution."""
+
+    def __init__(self, cfg: HwConfig, shape: ConvShape, schedule: ConvSchedule, attrs: dict):
+        self.cfg, self.s, self.t = cfg, shape, schedule
+        self.attrs = attrs
+        multiplier = np.asarray(attrs["multiplier"]).reshape(-1)
+        self.uniform = bool(np.all(multiplier == multiplier[0]))
+        self.kernels: dict[str, list[Uop]] = {}
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _segments(self) -> list[Segment]:
+        cfg, s, a = self.cfg, self.s, self.attrs
+        weights = np.asarray(a["weights"])
+        c_out, c_in, kh, kw = weights.shape
+        bo, bi = cfg.block_out, cfg.block_in
+        padded = np.zeros((s.cout_blocks * bo, s.cin_blocks * bi, kh, kw), dtype=np.int64)
+        padded[:c_out, :c_in] = weights
+        grid = padded.reshape(s.cout_blocks, bo, s.cin_blocks, bi, kh, kw)
+        wgt = grid.transpose(0, 2, 4, 5, 1, 3).reshape(-1, bo, bi)
+        segments = [
+            Segment("x", "input", "inp", s.batch_blocks * s.cin_blocks * s.height * s.width),
+            Segment("w", "weights", "wgt", len(wgt), pack_elements(wgt, cfg, "wgt")),
+            Segment("bias", "weights", "acc", s.cout_blocks, self._acc_rows(a["bias"])),
+        ]
+        if not self.uniform:
+            segments.append(
+                Segment("mult", "weights", "acc", s.cout_blocks, self._acc_rows(a["multiplier"]))
+            )
+        out_count = s.batch_blocks * s.cout_blocks * s.out_height * s.out_width
+        segments.append(Segment("y", "output", "out", out_count))
+        return segments
+
+    def _acc_rows(self, per_channel) -> bytes:
+        """A per-output-channel vector as ACC elements, repeated over the batch lanes."""
+        cfg, s = self.cfg, self.s
+        values = np.zeros(s.cout_blocks * cfg.block_out, dtype=np.int64)
+        values[: np.size(per_channel)] = np.asarray(per_channel).reshape(-1)
+        rows = values.reshape(s.cout_blocks, 1, cfg.block_out)
+        return pack_elements(np.repeat(rows, cfg.batch, axis=1), cfg, "acc")
+
+    # -- schedule ---------------------------------------------------------------------------
+
+    def _base(self, kind: str, half: int) -> int:
+        return half * (self.cfg.depth(kind) // self.t.threads)
+
+    def _schedule(self) -> list[tuple[_Tile, list[_Step]]]:
+        s, t = self.s, self.t
+        steps_of = [(c, min(t.cin, s.cin_blocks - c)) for c in range(0, s.cin_blocks, t.cin)]
+        schedule, step_count = [], 0
+        for nb in range(s.batch_blocks):
+            for r0 in range(0, s.out_height, t.rows):
+                for c0 in range(0, s.out_width, t.cols):
+                    for co0 in range(0, s.cout_blocks, t.cout):
+                        tile = _Tile(nb, r0, min(t.rows, s.out_height - r0), c0,
+                                     min(t.cols, s.out_width - c0), co0,
+                                     min(t.cout, s.cout_blocks - co0), len(schedule) % t.threads)
+                        steps = []
+                        for ci0, cin in steps_of:
+                            steps.append(_Step(ci0, cin, step_count % t.threads))
+                            step_count += 1
+                        schedule.append((tile, steps))
+        return schedule
+
+    # -- program ----------------------------------------------------------------------------
+
+    def program(self) -> Program:
+        """The complete Program."""
+        schedule = self._schedule()
+        segments = self._segments()
+        body = []
+        for tile, steps in schedule:
+            body += self._tile(tile, steps)
+        threads = self.t.threads
+        resident = sum(len(u) for u in self.kernels.values()) <= self.cfg.uop_depth
+        layout = Layout(self.cfg, segments, self.kernels)
+        insns = []
+        if resident:
+            insns += [self._load_kernel(layout, name, layout.kernel_table[name][0])
+                      for name in self.kernels]
+        insns += [NOP_COMPUTE.replace(push_prev=1)] * threads
+        insns += [NOP_STORE.replace(push_prev=1)] * threads
+        for item in body:
+            insns += self._resolve(item, layout, resident)
+        insns += [NOP_LOAD.replace(pop_next=1)] * threads
+        insns += [NOP_COMPUTE.replace(pop_next=1)] * threads
+        insns.append(Insn(Opcode.FINISH))
+        return Program(self.cfg, insns, segments, self.kernels)
+
+    def _resolve(self, item, layout: Layout, resident: bool) -> list[Insn]:
+        """Instructions of an emitted item, with DRAM addresses and uop ranges filled in."""
+        if isinstance(item, _AtDram):
+            return [item.insn.replace(dram_base=layout.elem_addr(item.segment, item.index))]
+        if isinstance(item, Insn):
+            return [item]
+        length = len(self.kernels[item.kernel])
+        if resident:
+            bgn = layout.kernel_table[item.kernel][0]
+            return [item.insn.replace(uop_bgn=bgn, uop_end=bgn + length)]
+        # Streaming kernels: compute runs in order, so reloading offset 0 before each use is
+        # safe; the LOAD UOP takes over the instruction's pops, which must precede it.
+        flags = {f: getattr(item.insn, f) for f in ("pop_prev", "pop_next")}
+        load = self._load_kernel(layout, item.kernel, 0).replace(**flags)
+        return [load, item.insn.replace(uop_bgn=0, uop_end=length, pop_prev=0, pop_next=0)]
+
+    @staticmethod
+    def _load_kernel(layout: Layout, name: str, sram_base: int) -> Insn:
+        dram_base, length = layout.kernel_addr(name)
+        return Insn(Opcode.LOAD, mem_type=MemType.UOP, sram_base=sram_base, dram_base=dram_base,
+                    y_size=1, x_size=length, x_stride=length)
+
+    def _kernel(self, uops: list[Uop]) -> str:
+        """Name of a uop kernel, deduplicated by content."""
+        key = tuple(uops)
+        for name, existing in self.kernels.items():
+            if tuple(existing) == key:
+                return name
+        name = f"k{len(self.kernels)}"
+        self.kernels[name] = list(uops)
+        return name
+
+    # -- one tile ---------------------------------------------------------------------------
+
+    def _acc_layout(self, tile: _Tile) -> tuple[int, int, int]:
+        """ACC indices of the tile's accumulators, bias rows and multiplier rows."""
+        acc = self._base("acc", tile.half)
+        pixels = tile.rows * tile.cols
+        return acc, acc + tile.cout * pixels, acc + tile.cout * (pixels + 1)
+
+    def _tile(self, tile: _Tile, steps: list[_Step]) -> list:
+        acc, bias_rows, mult_rows = self._acc_layout(tile)
+        pixels = tile.rows * tile.cols
+        rows = {"mem_type": MemType.ACC, "y_size": 1, "x_size": tile.cout, "x_stride": tile.cout}
+        items = [_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
+                         "bias", tile.co0)]
+        if not self.uniform:
+            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult", tile.co0))
+
+        def per_block(src: int) -> list[Uop]:
+            """One uop per output block (ACC src `src` + block); the loops walk the pixels."""
+            return [Uop(acc + c * pixels, src + c, 0) for c in range(tile.cout)]
+
+        loop = {"iter_out": tile.rows, "iter_in": tile.cols,
+                "dst_factor_out": tile.cols, "dst_factor_in": 1}
+        items.append(_WithKernel(self._kernel(per_block(bias_rows)),
+                                 Insn(Opcode.ALU, alu_op=AluOp.MOV, **loop)))
+        for step in steps:
+            items += self._step(tile, step)
+        items += self._epilogue(per_block(0), per_block(mult_rows), loop)
+        items += self._stores(tile)
+        return items
+
+    def _window(self, tile: _Tile) -> tuple[int, int, int, int, int, int, int, int]:
+        """Input window of a tile: first valid row/col, valid rows/cols, and the four pads."""
+        s = self.s
+        r_lo = tile.r0 * s.strides[0] - s.pads[0]
+        c_lo = tile.c0 * s.strides[1] - s.pads[1]
+        r_hi = r_lo + s.in_span(tile.rows, 0) - 1
+        c_hi = c_lo + s.in_span(tile.cols, 1) - 1
+        top, left = max(0, -r_lo), max(0, -c_lo)
+        bottom, right = max(0, r_hi - (s.height - 1)), max(0, c_hi - (s.width - 1))
+        rows = r_hi - r_lo + 1 - top - bottom
+        cols = c_hi - c_lo + 1 - left - right
+        if cols <= 0:
+            raise CompileError(f"a tile's input window {tile} lies entirely in the padding")
+        return max(r_lo, 0), max(c_lo, 0), max(rows, 0), cols, top, bottom, left, right
+
+    def _step(self, tile: _Tile, step: _Step) -> list:
+        s = self.s
+        kh, kw = s.kernel
+        row0, col0, rows, cols, top, bottom, left, right = self._window(tile)
+        win_h, win_w = s.in_span(tile.rows, 0), s.in_span(tile.cols, 1)
+        inp, wgt = self._base("inp", step.half), self._base("wgt", step.half)
+        items = []
+        for j in range(step.cin):
+            block = (tile.nb * s.cin_blocks + step.ci0 + j) * s.height
+            load = Insn(Opcode.LOAD, mem_type=MemType.INP, sram_base=inp + j * win_h * win_w,
+                        y_size=rows, x_size=cols, x_stride=s.width, y_pad_0=top,
+                        y_pad_1=bottom, x_pad_0=left, x_pad_1=right, pop_next=int(j == 0))
+            items.append(_AtDram(load, "x", (block + row0) * s.width + col0))
+        taps = kh * kw
+        load_wgt = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=wgt, y_size=tile.cout,
+                        x_size=step.cin * taps, x_stride=s.cin_blocks * taps, push_next=1)
+        items.append(_AtDram(load_wgt, "w", (tile.co0 * s.cin_blocks + step.ci0) * taps))
+        acc = self._base("acc", tile.half)
+        pixels = tile.rows * tile.cols
+        uops = [
+            Uop(acc + co * pixels,
+                inp + ci * win_h * win_w + y * win_w + x,
+                wgt + (co * step.cin + ci) * taps + y * kw + x)
+            for co in range(tile.cout) for ci in range(step.cin)
+            for y in range(kh) for x in range(kw)
+        ]
+        gemm = Insn(Opcode.GEMM, iter_out=tile.rows, iter_in=tile.cols,
+                    dst_factor_out=tile.cols, dst_factor_in=1,
+                    src_factor_out=s.strides[0] * win_w, src_factor_in=s.strides[1],
+                    pop_prev=1, push_prev=1)
+        items.append(_WithKernel(self._kernel(uops), gemm))
+        return items
+
+    def _epilogue(self, imm_uops: list[Uop], mult_uops: list[Uop], loop: dict) -> list:
+        """Requantization on the ALU; the last instruction tells store the tile is ready."""
+        a, cfg = self.attrs, self.cfg
+        imm_kernel = self._kernel(imm_uops)
+        ops = []
+        if a["pre_shift"]:
+            ops.append((imm_kernel, AluOp.RSHR, a["pre_shift"]))
+        if self.uniform:
+            m = int(np.asarray(a["multiplier"]).reshape(-1)[0])
+            if m != 1:
+                ops.append((imm_kernel, AluOp.MUL, m))
+        else:
+            ops.append((self._kernel(mult_uops), AluOp.MUL, None))
+        if a["post_shift"]:
+            ops.append((imm_kernel, AluOp.RSHR, a["post_shift"]))
+        lo, hi = a["clip"]
+        if lo > -(1 << (cfg.acc_bits - 1)):
+            ops.append((imm_kernel, AluOp.MAX, lo))
+        if hi < (1 << (cfg.acc_bits - 1)) - 1:
+            ops.append((imm_kernel, AluOp.MIN, hi))
+        if not ops:  # something must tell store that the tile is ready
+            ops.append((imm_kernel, AluOp.ADD, 0))
+        items = []
+        for index, (kernel, op, imm) in enumerate(ops):
+            insn = Insn(Opcode.ALU, alu_op=op, **loop, push_next=int(index == len(ops) - 1))
+            if imm is not None:
+                insn = insn.replace(use_imm=1, imm=imm)
+            items.append(_WithKernel(kernel, insn))
+        return items
+
+    def _stores(self, tile: _Tile) -> list:
+        s = self.s
+        acc = self._base("acc", tile.half)
+        pixels = tile.rows * tile.cols
+        items = []
+        for co in range(tile.cout):
+            plane = (tile.nb * s.cout_blocks + tile.co0 + co) * s.out_height
+            store = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=acc + co * pixels,
+                         y_size=tile.rows, x_size=tile.cols, x_stride=s.out_width,
+                         pop_prev=int(co == 0), push_prev=int(co == tile.cout - 1))
+            items.append(_AtDram(store, "y", (plane + tile.r0) * s.out_width + tile.c0))
+        return items
