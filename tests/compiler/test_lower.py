@@ -6,41 +6,21 @@ import random
 import numpy as np
 import pytest
 
-from compiler.ir import CompileError
+from compiler.ir import CompileError, Node, Op
 from compiler.lower import from_elements, lower_conv, to_elements
+from compiler.qreference import qconv
 from compiler.schedule import ConvSchedule
 from isa import load_config
-from isa.formats import AluOp
 from isa.packing import wrap
-from isa.semantics import alu
 from sim.functional import FunctionalSim
 
 SMALL = load_config("small")
 
 
 def qconv_reference(x, attrs, cfg):
-    """QCONV as compiler/ir.py defines it, written directly from the definition."""
-    w = attrs["weights"]
-    top, left, bottom, right = attrs["pads"]
-    sh, sw = attrs["strides"]
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    n, _, hp, wp = xp.shape
-    c_out, _, kh, kw = w.shape
-    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    acc = np.zeros((n, c_out, oh, ow), dtype=np.int64)
-    for y in range(kh):
-        for x_ in range(kw):
-            window = xp[:, :, y:y + sh * (oh - 1) + 1:sh, x_:x_ + sw * (ow - 1) + 1:sw]
-            acc += np.einsum("nchw,oc->nohw", window, w[:, :, y, x_])
-    acc = wrap(acc + attrs["bias"][None, :, None, None], cfg.acc_bits)
-    mult = np.asarray(attrs["multiplier"])[None, :, None, None]
-    acc = alu(AluOp.RSHR, acc, np.int64(attrs["pre_shift"]), cfg.acc_bits)
-    acc = alu(AluOp.MUL, acc, mult, cfg.acc_bits)
-    acc = alu(AluOp.RSHR, acc, np.int64(attrs["post_shift"]), cfg.acc_bits)
-    lo, hi = attrs["clip"]
-    acc = alu(AluOp.MIN, alu(AluOp.MAX, acc, np.int64(lo), cfg.acc_bits), np.int64(hi),
-              cfg.acc_bits)
-    return wrap(acc, cfg.out_bits)
+    """QCONV by the project's integer reference."""
+    node = Node("conv", Op.QCONV, ["x"], ["y"], attrs)
+    return wrap(qconv(node, [x], cfg.acc_bits), cfg.out_bits)
 
 
 def random_qconv(rng, *, c_in, c_out, kernel, stride, pad, uniform, relu):

@@ -1,0 +1,137 @@
+"""The compiler's pipeline: ONNX model to a CompiledModel, pass by pass, in one list.
+
+Front-end passes clean the float graph; then the graph is quantized (calibrated float models) or
+its own quantization is imported (QDQ and QOperator models); `partition_graph` marks the QCONV
+nodes the accelerator runs; `lower_graph` turns each into a Program with a schedule from the
+tuning log or the heuristic. With `verify`, the graph is checked between passes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from compiler.frontend import import_onnx
+from compiler.ir import CompileError, Graph, Op
+from compiler.lower import lower_conv
+from compiler.model_file import CompiledModel
+from compiler.passes import fold_batchnorm, fold_constants, fuse_gemm_layout, remove_identities
+from compiler.quantize import QOPERATORS, calibrate, from_qdq, quantize_graph
+from compiler.schedule import ConvSchedule
+from isa.config import HwConfig
+
+FRONT_PASSES: list[Callable[[Graph], Graph]] = [
+    remove_identities,
+    fold_constants,
+    fold_batchnorm,
+    fuse_gemm_layout,
+]
+QUANTIZED_OPS = {Op.QUANTIZE, Op.DEQUANTIZE}
+GENERATED_SAMPLES = 8
+
+
+def partition_graph(graph: Graph) -> Graph:
+    """Mark every QCONV node for the accelerator; everything else stays on the host."""
+    graph = graph.copy()
+    for node in graph.nodes:
+        node.target = "accel" if node.op == Op.QCONV else "host"
+    return graph
+
+
+def lower_graph(graph: Graph, cfg: HwConfig, schedules: dict[str, ConvSchedule]) -> dict:
+    """Lower every accelerator node to a Program, with a tuned schedule where one is known."""
+    layers = {}
+    for node in graph.nodes:
+        if node.target != "accel":
+            continue
+        shape = graph.values[node.inputs[0]].shape
+        if any(not isinstance(d, int) or d <= 0 for d in shape):
+            raise CompileError(f"node {node.name}: input shape {shape} is not fixed; pass a batch")
+        layers[node.name] = lower_conv(cfg, shape, node.attrs, schedules.get(node.name), node.name)
+    return layers
+
+
+def calibration_samples(graph: Graph, calib: dict[str, np.ndarray] | None) -> list[dict]:
+    """Split calibration arrays into per-sample inputs, or generate random ones with a warning."""
+    if calib is None:
+        warnings.warn(
+            f"no calibration data: quantizing with {GENERATED_SAMPLES} random inputs; pass "
+            "--calib DATA.npz for accurate scales", stacklevel=2,
+        )
+        rng = np.random.default_rng(0)
+        return [
+            {name: rng.random(graph.values[name].shape).astype(np.float32)
+             for name in graph.inputs}
+            for _ in range(GENERATED_SAMPLES)
+        ]
+    missing = [name for name in graph.inputs if name not in calib]
+    if missing:
+        raise CompileError(
+            f"calibration data lacks input {missing[0]}; it has {', '.join(calib) or 'nothing'}"
+        )
+    batch = graph.values[graph.inputs[0]].shape[0]
+    count = len(calib[graph.inputs[0]])
+    return [
+        {name: np.asarray(calib[name][i:i + batch], dtype=np.float32) for name in graph.inputs}
+        for i in range(0, count - batch + 1, batch)
+    ]
+
+
+def read_tuning_log(path: str | Path | None, cfg: HwConfig) -> dict[str, ConvSchedule]:
+    """Best schedule per layer key from a JSON-lines tuning log (records of this config only)."""
+    if path is None:
+        return {}
+    best: dict[str, tuple[float, ConvSchedule]] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record["config_id"] != cfg.config_id_hex or record.get("cycles") is None:
+                continue
+            schedule = ConvSchedule(**record["schedule"])
+            key, cycles = record["layer"], float(record["cycles"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CompileError(f"{path}:{number}: not a tuning record ({exc})") from None
+        if key not in best or cycles < best[key][0]:
+            best[key] = (cycles, schedule)
+    return {key: schedule for key, (_, schedule) in best.items()}
+
+
+def compile_model(
+    model, cfg: HwConfig, *, calib: dict[str, np.ndarray] | None = None, batch: int = 1,
+    tuning_log: str | Path | None = None, host_fallback: bool = False, verify: bool = False,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ModelProto) for a config."""
+    graph = import_onnx(model, host_fallback=host_fallback, batch=batch)
+    for step in FRONT_PASSES:
+        graph = _run(step, graph, verify)
+    if any(_is_quantized(node) for node in graph.nodes):
+        graph = _run(lambda g: from_qdq(g, cfg), graph, verify)
+    else:
+        ranges = calibrate(graph, calibration_samples(graph, calib))
+        graph = _run(lambda g: quantize_graph(g, ranges, cfg), graph, verify)
+    graph = _run(partition_graph, graph, verify)
+    schedules = read_tuning_log(tuning_log, cfg)
+    unseen = [n.name for n in graph.nodes if n.target == "accel" and n.name not in schedules]
+    if tuning_log is not None and unseen:
+        print(f"tuning log has no record for {', '.join(unseen)}: using the heuristic",
+              file=sys.stderr)
+    return CompiledModel(cfg, graph, lower_graph(graph, cfg, schedules))
+
+
+def _is_quantized(node) -> bool:
+    """True for the nodes of an already quantized model (QDQ or QOperator)."""
+    return node.op in QUANTIZED_OPS or node.attrs.get("onnx_op") in QOPERATORS
+
+
+def _run(step: Callable[[Graph], Graph], graph: Graph, verify: bool) -> Graph:
+    graph = step(graph)
+    if verify:
+        graph.verify()
+    return graph
