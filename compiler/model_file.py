@@ -37,6 +37,7 @@ class CompiledModel:
     config: HwConfig
     graph: Graph
     layers: dict[str, LoweredConv]
+    prequantized: bool = False  # the source model carried its own quantization (QDQ/QOperator)
 
     def save(self, path: str | Path) -> None:
         """Write the model file."""
@@ -47,6 +48,7 @@ class CompiledModel:
             "config": self.config.to_dict(),
             "graph": _encode_graph(self.graph, arrays),
             "layers": {name: _encode_layer(layer) for name, layer in self.layers.items()},
+            "prequantized": self.prequantized,
         }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
@@ -90,7 +92,7 @@ class CompiledModel:
                 from None
         except LoomError as exc:
             raise CompileError(f"{path}: {exc}") from None
-        return cls(config, graph, layers)
+        return cls(config, graph, layers, document["prequantized"])
 
 
 def _encode(value, key: str, arrays: dict):

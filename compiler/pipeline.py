@@ -111,7 +111,8 @@ def compile_model(
     graph = import_onnx(model, host_fallback=host_fallback, batch=batch)
     for step in FRONT_PASSES:
         graph = _run(step, graph, verify)
-    if any(_is_quantized(node) for node in graph.nodes):
+    prequantized = any(_is_quantized(node) for node in graph.nodes)
+    if prequantized:
         graph = _run(lambda g: from_qdq(g, cfg), graph, verify)
     else:
         ranges = calibrate(graph, calibration_samples(graph, calib))
@@ -122,7 +123,7 @@ def compile_model(
     if tuning_log is not None and unseen:
         print(f"tuning log has no record for {', '.join(unseen)}: using the heuristic",
               file=sys.stderr)
-    return CompiledModel(cfg, graph, lower_graph(graph, cfg, schedules))
+    return CompiledModel(cfg, graph, lower_graph(graph, cfg, schedules), prequantized)
 
 
 def _is_quantized(node) -> bool:

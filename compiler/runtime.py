@@ -32,7 +32,18 @@ class LayerReport:
     macs: int = 0
     bytes_moved: int = 0
     cycles: int | None = None
-    utilization: float | None = None
+    peak: int = 0  # MACs per cycle of the GEMM core, for utilization
+
+    @property
+    def utilization(self) -> float | None:
+        """MACs / (cycles x peak MACs per cycle), when cycles are known."""
+        if self.cycles is None or not self.peak:
+            return None
+        return self.macs / (self.cycles * self.peak) if self.cycles else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, utilization included."""
+        return asdict(self) | {"utilization": self.utilization}
 
 
 @dataclass
@@ -51,7 +62,7 @@ class RunReport:
     def to_dict(self) -> dict:
         """JSON-ready form."""
         return {"backend": self.backend, "cycles": self.cycles,
-                "layers": [asdict(layer) for layer in self.layers]}
+                "layers": [layer.to_dict() for layer in self.layers]}
 
 
 class Backend:
@@ -77,11 +88,8 @@ class Backend:
         program.write(dram, "x", layer.pack_input(x))
         stats = self.sim.run(program, dram).to_dict()
         y = layer.unpack_output(program.read(dram, "y"))
-        report = LayerReport("", "", "accel", macs=layer.macs, bytes_moved=_bytes_moved(stats))
-        if "cycles" in stats:
-            report.cycles = stats["cycles"]
-            peak = program.config.macs_per_cycle
-            report.utilization = layer.macs / (stats["cycles"] * peak) if stats["cycles"] else 0.0
+        report = LayerReport("", "", "accel", macs=layer.macs, bytes_moved=_bytes_moved(stats),
+                             cycles=stats.get("cycles"), peak=program.config.macs_per_cycle)
         return y, report
 
 
@@ -111,3 +119,36 @@ def run_model(
 
     outputs = run_integer(model.graph, inputs, model.config.acc_bits, override=execute)
     return outputs, report
+
+
+def run_batches(
+    model: CompiledModel, inputs: dict[str, np.ndarray], backend: str = "functional"
+) -> tuple[dict[str, np.ndarray], RunReport]:
+    """Inference over any number of samples, in chunks of the batch the model was compiled for.
+
+    The report sums each node's MACs, bytes and cycles over the chunks.
+    """
+    runner = Backend(backend, model)
+    batch = model.graph.values[model.graph.inputs[0]].shape[0]
+    count = len(next(iter(inputs.values())))
+    if count % batch:
+        raise LoomError(f"{count} samples are not a multiple of the compiled batch {batch}")
+    chunks, total = [], None
+    for start in range(0, count, batch):
+        outputs, report = run_model(
+            model, {k: v[start:start + batch] for k, v in inputs.items()}, runner
+        )
+        chunks.append(outputs)
+        total = report if total is None else _add_reports(total, report)
+    merged = {name: np.concatenate([c[name] for c in chunks]) for name in model.graph.outputs}
+    return merged, total
+
+
+def _add_reports(total: RunReport, more: RunReport) -> RunReport:
+    """Per-node sums of two reports of the same graph."""
+    for mine, theirs in zip(total.layers, more.layers, strict=True):
+        mine.macs += theirs.macs
+        mine.bytes_moved += theirs.bytes_moved
+        if mine.cycles is not None and theirs.cycles is not None:
+            mine.cycles += theirs.cycles
+    return total
