@@ -65,6 +65,8 @@ class CompiledModel:
         """Read a model file; anything wrong with it is one CompileError line."""
         try:
             with zipfile.ZipFile(path) as zf:
+                if "model.json" not in zf.namelist():
+                    raise CompileError("not a compiled Loom model (it has no model.json)")
                 document = json.loads(zf.read("model.json"))
                 if document.get("format") != FORMAT_NAME:
                     raise CompileError("not a compiled Loom model (format is not loom-model)")

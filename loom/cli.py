@@ -11,6 +11,7 @@ import numpy as np
 
 from isa.config import HwConfig, load_config, preset_names
 from isa.errors import LoomError
+from loom import model_commands
 
 
 class UsageError(LoomError):
@@ -169,19 +170,55 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Assemble and run the bundled sample program, check it against numpy."""
+    """Verilog for `default`, the sample program, and the digits CNN on the accelerator."""
     from loom.demo import run_demo
 
-    report = run_demo(seed=args.seed)
+    report = run_demo(args.output, backend=args.backend, seed=args.seed)
+    sample, digits, verilog = report["sample"], report["digits"], report["verilog"]
+    ok = sample["correct"] and digits["accuracy"] >= digits["float_accuracy"] - 0.01
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report | {"pass": ok}))
+        return 0 if ok else 1
+    print(f"verilog:  {verilog['verilog']} ({verilog['lines']} lines, {verilog['seconds']} s) "
+          f"for {verilog['config_name']} (ID {verilog['config_id']})")
+    print(f"sample:   {sample['program']} on {sample['config']}: "
+          f"{'PASS' if sample['correct'] else 'FAIL'} ({sample['elements']} outputs, "
+          f"{sample['stats']['macs']} MACs, {sample['stats']['instructions']} instructions)")
+    print(f"digits:   {digits['model']} on {digits['config']}: {digits['accelerated_layers']} "
+          f"layers on the accelerator, {digits['host_ops']} host ops")
+    print(f"accuracy: {digits['accuracy']:.2%} on {digits['images']} test images "
+          f"({digits['backend']} backend); onnxruntime float: {digits['float_accuracy']:.2%}")
+    if digits["cycles_per_image"] is not None:
+        print(f"cycles:   {digits['cycles_per_image']:.0f} per image; GEMM core utilization "
+              f"{digits['utilization']:.1%} (the model is tiny: 1-16 channels on a 16x16 core)")
+    return 0 if ok else 1
+
+
+def cmd_fuzz(args) -> int:
+    """Run random programs on a backend and the functional simulator; report the first mismatch."""
+    import contextlib
+
+    from isa.errors import ToolError
+    from sim.fuzz import fuzz
+
+    cfg = load_config(args.config)
+    if args.backend == "rtl":
+        try:
+            from sim.rtl import RtlSim
+        except ImportError as exc:
+            raise ToolError(
+                f"the rtl backend is not available ({exc}): use --backend amaranth"
+            ) from None
+        backend = RtlSim(cfg)
     else:
-        print(f"sample program: {report['program']} on {report['config']}")
-        print(f"result check:   {'PASS' if report['correct'] else 'FAIL'} "
-              f"({report['elements']} outputs, max |diff| {report['max_abs_diff']})")
-        print("statistics:")
-        _print_stats(report["stats"])
-    return 0 if report["correct"] else 1
+        from sim.amaranth_backend import AmaranthSim
+
+        # Random DRAM back-pressure varies the interleaving of the units from program to program.
+        backend = AmaranthSim(cfg, stall=0.2)
+    with contextlib.closing(backend):
+        report = fuzz(cfg, backend.run, programs=args.programs, seed=args.seed, size=args.size)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,10 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("demo", help="run the bundled sample program and check its result")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    p = sub.add_parser("demo", help="Verilog, the sample program, and the digits CNN end to end")
+    p.add_argument("--backend", choices=("functional", "rtl"), default="rtl",
+                   help="simulator for the digits CNN (default: the Verilator RTL model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample's random data")
+    p.add_argument("-o", "--output", default="build/demo", help="folder for the Verilog")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_demo)
+
+    model_commands.register(sub)
+
+    p = sub.add_parser("fuzz", help="differential test: random programs on a backend vs the "
+                       "functional simulator")
+    p.add_argument("--config", default="small", help="preset name or TOML/JSON path")
+    p.add_argument("--programs", type=int, default=100, help="how many programs to run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first program (then +1...)")
+    p.add_argument("--size", choices=("small", "medium"), default="small", help="program size")
+    p.add_argument("--backend", choices=("amaranth", "rtl"), default="amaranth",
+                   help="the Amaranth simulation of the RTL, or the Verilator model (sim.rtl)")
+    p.set_defaults(func=cmd_fuzz)
     return parser
 
 

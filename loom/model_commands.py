@@ -81,6 +81,8 @@ def cmd_run(args) -> int:
     """Run a compiled (or ONNX) model on a simulator backend and report per layer."""
     from compiler.runtime import run_batches
 
+    if args.check and Path(args.model).suffix != ".onnx" and args.reference is None:
+        raise LoomError("--check of a .loom model needs --reference MODEL.onnx")
     model = load_model(args.model, args.config, args.batch)
     names = model.graph.inputs
     if args.input is None:
@@ -106,8 +108,6 @@ def _check(args, model, inputs, outputs) -> dict:
     import onnxruntime as ort
 
     source = args.model if Path(args.model).suffix == ".onnx" else args.reference
-    if source is None:
-        raise LoomError("--check of a .loom model needs --reference MODEL.onnx")
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     expected = session.run(None, {k: v.astype(np.float32) for k, v in inputs.items()})
     quantized = model.prequantized

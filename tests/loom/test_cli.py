@@ -112,11 +112,22 @@ def _write(path, data):
     return path
 
 
-def test_demo_passes(capsys):
-    code, out, _ = run(capsys, "demo", "--json")
+def test_demo_passes_on_the_functional_simulator(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--json", "--backend", "functional", "-o", str(tmp_path))
     report = json.loads(out)
-    assert code == 0 and report["correct"]
-    assert report["stats"]["macs"] == 8 * 8 * 8
+    assert code == 0 and report["pass"]
+    assert report["sample"]["correct"] and report["sample"]["stats"]["macs"] == 8 * 8 * 8
+    digits = report["digits"]
+    assert digits["images"] == 450 and digits["accelerated_layers"] == 4
+    assert digits["accuracy"] >= digits["float_accuracy"] - 0.01
+    assert (tmp_path / "loom_accel.v").is_file()
+
+
+@pytest.mark.slow
+def test_demo_on_the_rtl_backend_reports_cycles(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "-o", str(tmp_path))
+    assert code == 0
+    assert "cycles:" in out and "rtl backend" in out
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
