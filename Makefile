@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/functional_matmul.py
 	$(BIN)/python bench/verilog_generation.py
+	$(BIN)/python bench/rtl_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
