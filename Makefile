@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/functional_matmul.py
 	$(BIN)/python bench/verilog_generation.py
 	$(BIN)/python bench/rtl_speed.py
+	$(BIN)/python bench/resnet18.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
