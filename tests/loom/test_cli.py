@@ -11,7 +11,9 @@ from isa import Program, load_config
 from loom.cli import build_parser, main
 from loom.demo import sample_text
 
-SUBCOMMANDS = ["config", "asm", "disasm", "sim", "verilog", "synth", "demo"]
+SUBCOMMANDS = [
+    "config", "asm", "disasm", "sim", "verilog", "synth", "demo", "fuzz", "compile", "run",
+]
 
 
 def run(capsys, *argv):
