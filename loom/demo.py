@@ -40,8 +40,8 @@ def reference(a: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return wrap(acc, 8)
 
 
-def run_sample(seed: int = 0) -> dict:
-    """Run the sample on random data; return the check result and simulator statistics."""
+def sample_program(seed: int = 0):
+    """The assembled sample and a DRAM image with seeded A, W and bias; also A, W and bias."""
     program = assemble(sample_text(), source=SAMPLE)
     rng = np.random.default_rng(seed)
     a = rng.integers(-8, 9, size=(M, K))
@@ -54,7 +54,12 @@ def run_sample(seed: int = 0) -> dict:
     blocks = w.reshape(kb, BLOCK, nb, BLOCK).transpose(2, 0, 3, 1)  # [nb][kb][out][in]
     program.write(dram, "W", blocks.reshape(nb * kb, BLOCK, BLOCK))
     program.write(dram, "bias", bias.reshape(nb, 1, BLOCK))
+    return program, dram, (a, w, bias)
 
+
+def run_sample(seed: int = 0) -> dict:
+    """Run the sample on random data; return the check result and simulator statistics."""
+    program, dram, (a, w, bias) = sample_program(seed)
     stats = FunctionalSim(program.config).run(program, dram)
     got = program.read(dram, "C").reshape(M, N)
     expected = reference(a, w, bias)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from isa import load_config
-from isa.asm import assemble
-from loom.demo import sample_text
+from loom.demo import sample_program
 from loom.samples import matmul_program
 from sim.amaranth_backend import AmaranthSim
 from sim.functional import FunctionalSim
@@ -35,12 +34,8 @@ def expected_after(program, dram):
 
 
 def demo_program(seed=0):
-    program = assemble(sample_text(), source="sample")
-    rng = np.random.default_rng(seed)
-    dram = program.dram_image()
-    program.write(dram, "A", rng.integers(-8, 9, size=(16, 1, 4)))
-    program.write(dram, "W", rng.integers(-8, 9, size=(4, 4, 4)))
-    program.write(dram, "bias", rng.integers(-64, 65, size=(2, 1, 4)))
+    """The bundled sample with seeded A, W and bias."""
+    program, dram, _ = sample_program(seed)
     return program, dram
 
 

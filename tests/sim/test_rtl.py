@@ -16,12 +16,11 @@ import pytest
 import sim.rtl as rtl
 from boards.dram import PRESETS, DramModel, dram_model
 from isa import load_config
-from isa.asm import assemble
 from isa.errors import ConfigError, DeadlockError, SimError, ToolError
 from isa.formats import MemType, Opcode
 from isa.instructions import Insn
 from isa.program import Program, Segment
-from loom.demo import sample_text
+from loom.demo import sample_program
 from loom.samples import FINISH, matmul_program
 from sim.functional import FunctionalSim
 from sim.rtl import RtlSim, build_library
@@ -39,13 +38,8 @@ def small_sim():
 
 
 def demo_program(seed=0):
-    """The bundled sample with random A, W and bias, as tests/hw/test_top.py runs it."""
-    program = assemble(sample_text(), source="sample")
-    rng = np.random.default_rng(seed)
-    dram = program.dram_image()
-    program.write(dram, "A", rng.integers(-8, 9, size=(16, 1, 4)))
-    program.write(dram, "W", rng.integers(-8, 9, size=(4, 4, 4)))
-    program.write(dram, "bias", rng.integers(-64, 65, size=(2, 1, 4)))
+    """The bundled sample with seeded A, W and bias."""
+    program, dram, _ = sample_program(seed)
     return program, dram
 
 
