@@ -102,10 +102,23 @@ def cmd_disasm(args) -> int:
     return 0
 
 
-def cmd_sim(args) -> int:
-    """Run a program on the functional simulator and print its statistics."""
-    from sim.functional import FunctionalSim
+def _simulator(args, cfg: HwConfig):
+    """The simulator a `loom sim` asks for, and how its run is called."""
+    if args.backend == "functional":
+        if args.waves or args.trace:
+            raise UsageError("--waves and --trace need --backend rtl")
+        from sim.functional import FunctionalSim
 
+        return FunctionalSim(cfg).run
+    from sim.rtl import RtlSim
+
+    waves = None if args.waves is None else Path(args.waves).suffix.lstrip(".")
+    sim = RtlSim(cfg, args.dram, waves=waves)
+    return lambda program, dram: sim.run(program, dram, waves=args.waves, trace=args.trace)
+
+
+def cmd_sim(args) -> int:
+    """Run a program on the functional or the RTL simulator and print its statistics."""
     program = _load_program(args.program, args.config)
     inputs = _bindings(args.input, "--input")
     outputs = _bindings(args.output, "--output")
@@ -118,13 +131,13 @@ def cmd_sim(args) -> int:
         program.write(dram, name, values)
     for name, _ in outputs:
         program.segment(name)
-    stats = FunctionalSim(program.config).run(program, dram)
+    stats = _simulator(args, program.config)(program, dram)
     for name, file in outputs:
         np.save(file, program.read(dram, name))
     if args.json:
         print(json.dumps({"config": program.config.name, "stats": stats.to_dict()}))
     else:
-        print(f"ran {len(program.insns)} instructions on the functional simulator")
+        print(f"ran {len(program.insns)} instructions on the {args.backend} simulator")
         _print_stats(stats.to_dict())
     return 0
 
@@ -246,13 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="source file to write (default: stdout)")
     p.set_defaults(func=cmd_disasm)
 
-    p = sub.add_parser("sim", help="run a program on the functional simulator")
+    p = sub.add_parser("sim", help="run a program on the functional or the RTL simulator")
     p.add_argument("program", help="program file (.loom) or assembler source (.s)")
     p.add_argument("--config", help="config when assembling source without .config")
     p.add_argument("--input", action="append", default=[], metavar="SEG=FILE.npy",
                    help="fill a segment from a .npy of shape (count, *element shape)")
     p.add_argument("--output", action="append", default=[], metavar="SEG=FILE.npy",
                    help="save a segment after the run")
+    p.add_argument("--backend", choices=("functional", "rtl"), default="functional",
+                   help="the functional model, or the Verilator model of the RTL (cycles)")
+    p.add_argument("--dram", default="zynq7020", help="DRAM preset of the rtl backend")
+    p.add_argument("--waves", metavar="FILE.vcd|FILE.fst", help="record a waveform (rtl)")
+    p.add_argument("--trace", metavar="FILE.json",
+                   help="Perfetto/Chrome trace of unit activity (rtl)")
     p.add_argument("--json", action="store_true", help="print statistics as JSON")
     p.set_defaults(func=cmd_sim)
 

@@ -169,3 +169,22 @@ def test_verilog_writes_module_and_manifest(capsys, tmp_path):
     assert manifest["top"] == "loom_accel"
     assert {p["name"] for p in manifest["ports"]} >= {"m_axi_araddr", "s_axil_wdata", "irq"}
     assert "CONFIG_ID" in {r["name"] for r in manifest["registers"]}
+
+
+@pytest.mark.slow
+def test_sim_on_the_rtl_backend_with_trace_and_waves(capsys, tmp_path, sample):
+    trace, waves = tmp_path / "trace.json", tmp_path / "waves.vcd"
+    code, out, _ = run(capsys, "sim", str(sample), "--backend", "rtl", "--json",
+                       "--trace", str(trace), "--waves", str(waves))
+    assert code == 0
+    stats = json.loads(out)["stats"]
+    assert stats["cycles"] > 0 and stats["gemm_uops"] == 32
+    events = json.loads(trace.read_text())
+    assert any(e.get("name") for e in (events["traceEvents"] if isinstance(events, dict)
+                                        else events))
+    assert waves.read_text().startswith("$")
+
+
+def test_waves_need_the_rtl_backend(capsys, sample):
+    assert_one_line_error(*run(capsys, "sim", str(sample), "--waves", "w.vcd")[::2],
+                          "--waves and --trace need --backend rtl")
