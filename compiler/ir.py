@@ -50,6 +50,7 @@ class Op(StrEnum):
     QADD = "LoomQAdd"
     QMAXPOOL = "LoomQMaxPool"
     QAVGPOOL = "LoomQAvgPool"
+    IM2COL = "LoomIm2Col"
     HOST = "LoomHost"
 
 
@@ -63,6 +64,9 @@ class Op(StrEnum):
 # y[c] = clip(rshr(rshr(acc[c], pre_shift) * multiplier[c], post_shift), lo, hi), where rshr is
 # the ALU's rounding shift (isa.semantics) and acc[c] = bias[c] + sum x * w, exactly as the
 # accelerator computes it.
+# An IM2COL node (attrs kernel (KH, KW), strides, pads as for Conv) lays every input window out
+# as channels: y[n, (c*KH + i)*KW + j, oh, ow] = x_padded[n, c, oh*sh + i, ow*sw + j], so a
+# convolution becomes a 1x1 convolution over C*KH*KW channels with the same weights flattened.
 QCONV_ATTRS = (
     "weights", "bias", "strides", "pads", "pre_shift", "multiplier", "post_shift", "clip",
 )

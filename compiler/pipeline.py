@@ -23,6 +23,7 @@ from compiler.model_file import CompiledModel
 from compiler.passes import fold_batchnorm, fold_constants, fuse_gemm_layout, remove_identities
 from compiler.quantize import QOPERATORS, calibrate, from_qdq, quantize_graph
 from compiler.schedule import ConvSchedule
+from compiler.tap_packing import pack_taps
 from isa.config import HwConfig
 
 FRONT_PASSES: list[Callable[[Graph], Graph]] = [
@@ -117,6 +118,7 @@ def compile_model(
     else:
         ranges = calibrate(graph, calibration_samples(graph, calib))
         graph = _run(lambda g: quantize_graph(g, ranges, cfg), graph, verify)
+    graph = _run(lambda g: pack_taps(g, cfg), graph, verify)
     graph = _run(partition_graph, graph, verify)
     schedules = read_tuning_log(tuning_log, cfg)
     unseen = [n.name for n in graph.nodes if n.target == "accel" and n.name not in schedules]

@@ -123,7 +123,24 @@ def qmaxpool(node: Node, args: list, acc_bits: int) -> np.ndarray:
     return reference.maxpool(node, [args[0]])[0]
 
 
-INTEGER_KERNELS = {Op.QCONV: qconv, Op.QADD: qadd, Op.QAVGPOOL: qavgpool, Op.QMAXPOOL: qmaxpool}
+def im2col(node: Node, args: list, acc_bits: int) -> np.ndarray:
+    """IM2COL (compiler.ir): every input window as channels, zeros in the padding."""
+    a = node.attrs
+    kh, kw = a["kernel"]
+    sh, sw = a["strides"]
+    top, left, bottom, right = a["pads"]
+    x = np.pad(args[0], ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    windows = [x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+               for i in range(kh) for j in range(kw)]
+    return np.stack(windows, axis=2).reshape(n, c * kh * kw, oh, ow)
+
+
+INTEGER_KERNELS = {
+    Op.QCONV: qconv, Op.QADD: qadd, Op.QAVGPOOL: qavgpool, Op.QMAXPOOL: qmaxpool,
+    Op.IM2COL: im2col,
+}
 
 
 def run_node(graph: Graph, node: Node, args: list, acc_bits: int = 32) -> list[np.ndarray]:
