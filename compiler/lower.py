@@ -29,13 +29,10 @@ from compiler.ir import CompileError
 from compiler.schedule import ConvSchedule, ConvShape, default_schedule, fits
 from isa.config import HwConfig
 from isa.formats import PAD_BITS, AluOp, MemType, Opcode
-from isa.instructions import Insn, Uop
+from isa.instructions import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn, Uop
 from isa.packing import pack_elements
 from isa.program import Layout, Program, Segment
 
-NOP_LOAD = Insn(Opcode.LOAD, mem_type=MemType.INP)
-NOP_COMPUTE = Insn(Opcode.LOAD, mem_type=MemType.UOP)
-NOP_STORE = Insn(Opcode.STORE, mem_type=MemType.OUT)
 MAX_PAD = (1 << PAD_BITS) - 1
 
 
@@ -249,7 +246,7 @@ class _ConvBuilder:
             insns += self._resolve(item, layout, resident)
         insns += [NOP_LOAD.replace(pop_next=1)] * threads
         insns += [NOP_COMPUTE.replace(pop_next=1)] * threads
-        insns.append(Insn(Opcode.FINISH))
+        insns.append(FINISH)
         return Program(self.cfg, insns, segments, self.kernels)
 
     def _resolve(self, item, layout: Layout, resident: bool) -> list[Insn]:

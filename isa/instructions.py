@@ -136,6 +136,14 @@ def pushes(insn: Insn) -> list[TokenQueue]:
     return [_FLAG_QUEUES[stage, f] for f in ("push_prev", "push_next") if getattr(insn, f)]
 
 
+# The canonical dependency-only instructions of each stage (`nop load|compute|store` in the
+# assembler) and the end of a program.
+NOP_LOAD = Insn(Opcode.LOAD, mem_type=MemType.INP)
+NOP_COMPUTE = Insn(Opcode.LOAD, mem_type=MemType.UOP)
+NOP_STORE = Insn(Opcode.STORE, mem_type=MemType.OUT)
+FINISH = Insn(Opcode.FINISH)
+
+
 def is_nop(insn: Insn) -> bool:
     """True for a LOAD/STORE that moves no data (x_size == 0): a dependency-only sync."""
     return insn.op in (Opcode.LOAD, Opcode.STORE) and insn.x_size == 0

@@ -15,17 +15,12 @@ import numpy as np
 
 from isa.config import HwConfig
 from isa.formats import LOOP_ITER_BITS, AluOp, MemType, Opcode
-from isa.instructions import Insn, Uop
+from isa.instructions import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn, Uop
 from isa.packing import wrap
 from isa.program import Layout, Program, Segment
 
 MAX_ITER = (1 << LOOP_ITER_BITS) - 1
 
-# Dependency-only instructions of each stage (docs/isa.md: `nop load|compute|store`).
-NOP_LOAD = Insn(Opcode.LOAD, mem_type=MemType.INP)
-NOP_COMPUTE = Insn(Opcode.LOAD, mem_type=MemType.UOP)
-NOP_STORE = Insn(Opcode.STORE, mem_type=MemType.OUT)
-FINISH = Insn(Opcode.FINISH)
 
 
 def blocked(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:

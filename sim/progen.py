@@ -35,10 +35,22 @@ import numpy as np
 
 from isa.config import HwConfig
 from isa.formats import IMM_BITS, PAD_BITS, AluOp, MemType, Opcode
-from isa.instructions import Insn, Stage, TokenQueue, Uop, decode_uop, is_nop, pops, pushes
+from isa.instructions import (
+    FINISH,
+    NOP_COMPUTE,
+    NOP_LOAD,
+    NOP_STORE,
+    Insn,
+    Stage,
+    TokenQueue,
+    Uop,
+    decode_uop,
+    is_nop,
+    pops,
+    pushes,
+)
 from isa.instructions import stage_of as route
 from isa.program import Layout, Program, Segment
-from loom.samples import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE
 
 MAX_PAD = (1 << PAD_BITS) - 1
 PAD_FIELDS = ("y_pad_0", "y_pad_1", "x_pad_0", "x_pad_1")

@@ -13,10 +13,10 @@ import sim.functional as functional
 from isa.config import load_config
 from isa.errors import DeadlockError, SimError
 from isa.formats import AluOp, MemType, Opcode
-from isa.instructions import Insn
+from isa.instructions import NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn
 from isa.packing import wrap
 from isa.program import Program, Segment
-from loom.samples import NOP_COMPUTE, NOP_LOAD, NOP_STORE, matmul_program
+from loom.samples import matmul_program
 from sim.functional import FunctionalSim, run
 
 SMALL = load_config("small")

@@ -14,9 +14,9 @@ from isa import load_config
 from isa.asm import assemble, disassemble
 from isa.config import HwConfig
 from isa.formats import DEP_FLAGS, AluOp, MemType, Opcode
-from isa.instructions import Insn, Stage, decode_uop, is_nop, stage_of
+from isa.instructions import FINISH, NOP_COMPUTE, Insn, Stage, decode_uop, is_nop, stage_of
 from isa.program import Program, Segment
-from loom.samples import FINISH, NOP_COMPUTE, matmul_program
+from loom.samples import matmul_program
 from sim.functional import FunctionalSim
 from sim.progen import SIZES, hazards, programs, random_program
 

@@ -18,10 +18,10 @@ from boards.dram import PRESETS, DramModel, dram_model
 from isa import load_config
 from isa.errors import ConfigError, DeadlockError, SimError, ToolError
 from isa.formats import MemType, Opcode
-from isa.instructions import Insn
+from isa.instructions import FINISH, Insn
 from isa.program import Program, Segment
 from loom.demo import sample_program
-from loom.samples import FINISH, matmul_program
+from loom.samples import matmul_program
 from sim.functional import FunctionalSim
 from sim.rtl import RtlSim, build_library
 
