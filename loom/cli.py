@@ -182,6 +182,28 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_boards(args) -> int:
+    """List the bundled boards, or show one board's budgets and default config."""
+    from boards.boards import board_names, load_board
+
+    if args.name is None:
+        boards = [load_board(name) for name in board_names()]
+        if args.json:
+            print(json.dumps([board.to_dict() for board in boards]))
+        else:
+            print("\n".join(board.summary() for board in boards))
+        return 0
+    board = load_board(args.name)
+    if args.json:
+        print(json.dumps(board.to_dict(), indent=1))
+        return 0
+    print(f"{board.title}  ({board.name})")
+    for key, value in board.to_dict().items():
+        if key not in ("name", "title", "default_config"):
+            print(f"  {key:24s} {value}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Verilog for `default`, the sample program, and the digits CNN on the accelerator."""
     from loom.demo import run_demo
@@ -286,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("ecp5", "xilinx7"), default="ecp5", help="FPGA family")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("boards", help="list the FPGA boards, or show one")
+    p.add_argument("name", nargs="?", help="board to show (default: list them all)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_boards)
 
     p = sub.add_parser("demo", help="Verilog, the sample program, and the digits CNN end to end")
     p.add_argument("--backend", choices=("functional", "rtl"), default="rtl",
