@@ -38,7 +38,21 @@ def _check_range(name: str, value, lo: int, hi: int):
         raise ValueError(f"{name} must be an integer from {lo} to {hi}, not {value!r}")
 
 
-class Axi4Signature(wiring.Signature):
+class _WidthSignature(wiring.Signature):
+    """A bus signature that is equal to another of its class with the same widths."""
+
+    data_bits: int
+    addr_bits: int
+
+    def __eq__(self, other):
+        return (type(other) is type(self) and other.data_bits == self.data_bits
+                and other.addr_bits == self.addr_bits)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(data_bits={self.data_bits}, addr_bits={self.addr_bits})"
+
+
+class Axi4Signature(_WidthSignature):
     """An AXI4 master port (master's view; a slave uses `In(...)`) with one ID, INCR bursts only.
 
     The 1-bit IDs are there because cocotbext-axi and some interconnects require the ports; the
@@ -82,15 +96,9 @@ class Axi4Signature(wiring.Signature):
             "rready": Out(1),
         })
 
-    def __eq__(self, other):
-        return (type(other) is type(self) and other.data_bits == self.data_bits
-                and other.addr_bits == self.addr_bits)
-
-    def __repr__(self):
-        return f"Axi4Signature(data_bits={self.data_bits}, addr_bits={self.addr_bits})"
 
 
-class AxiLiteSignature(wiring.Signature):
+class AxiLiteSignature(_WidthSignature):
     """An AXI4-Lite master port (master's view; the register file's slave port is `In(...)`)."""
 
     def __init__(self, *, addr_bits: int = 12, data_bits: int = 32):
@@ -121,12 +129,6 @@ class AxiLiteSignature(wiring.Signature):
             "rready": Out(1),
         })
 
-    def __eq__(self, other):
-        return (type(other) is type(self) and other.data_bits == self.data_bits
-                and other.addr_bits == self.addr_bits)
-
-    def __repr__(self):
-        return f"AxiLiteSignature(addr_bits={self.addr_bits}, data_bits={self.data_bits})"
 
 
 class _SkidBuffer(wiring.Component):
