@@ -8,7 +8,6 @@ tuning log or the heuristic. With `verify`, the graph is checked between passes.
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from collections.abc import Callable
@@ -17,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from compiler.frontend import import_onnx
-from compiler.ir import CompileError, Graph, Op
+from compiler.ir import CompileError, Graph, Node, Op
 from compiler.lower import lower_conv
 from compiler.model_file import CompiledModel
 from compiler.passes import fold_batchnorm, fold_constants, fuse_gemm_layout, remove_identities
 from compiler.quantize import QOPERATORS, calibrate, from_qdq, quantize_graph
 from compiler.schedule import ConvSchedule
 from compiler.tap_packing import pack_taps
+from compiler.tune.log import best_schedules, layer_key, read_records
 from isa.config import HwConfig
 
 FRONT_PASSES: list[Callable[[Graph], Graph]] = [
@@ -44,17 +44,26 @@ def partition_graph(graph: Graph) -> Graph:
     return graph
 
 
-def lower_graph(graph: Graph, cfg: HwConfig, schedules: dict[str, ConvSchedule]) -> dict:
-    """Lower every accelerator node to a Program, with a tuned schedule where one is known."""
-    layers = {}
+def accelerated_layers(graph: Graph) -> list[tuple[Node, tuple[int, ...]]]:
+    """The accelerator's nodes with their (fixed) NCHW input shapes, in graph order."""
+    layers = []
     for node in graph.nodes:
         if node.target != "accel":
             continue
         shape = graph.values[node.inputs[0]].shape
         if any(not isinstance(d, int) or d <= 0 for d in shape):
             raise CompileError(f"node {node.name}: input shape {shape} is not fixed; pass a batch")
-        layers[node.name] = lower_conv(cfg, shape, node.attrs, schedules.get(node.name), node.name)
+        layers.append((node, tuple(shape)))
     return layers
+
+
+def lower_graph(graph: Graph, cfg: HwConfig, schedules: dict[str, ConvSchedule]) -> dict:
+    """Lower every accelerator node to a Program, with the schedule of its layer key if known."""
+    return {
+        node.name: lower_conv(cfg, shape, node.attrs,
+                              schedules.get(layer_key(cfg, shape, node.attrs)), node.name)
+        for node, shape in accelerated_layers(graph)
+    }
 
 
 def calibration_samples(graph: Graph, calib: dict[str, np.ndarray] | None) -> list[dict]:
@@ -83,32 +92,14 @@ def calibration_samples(graph: Graph, calib: dict[str, np.ndarray] | None) -> li
     ]
 
 
-def read_tuning_log(path: str | Path | None, cfg: HwConfig) -> dict[str, ConvSchedule]:
-    """Best schedule per layer key from a JSON-lines tuning log (records of this config only)."""
-    if path is None:
-        return {}
-    best: dict[str, tuple[float, ConvSchedule]] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if record["config_id"] != cfg.config_id_hex or record.get("cycles") is None:
-                continue
-            schedule = ConvSchedule(**record["schedule"])
-            key, cycles = record["layer"], float(record["cycles"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CompileError(f"{path}:{number}: not a tuning record ({exc})") from None
-        if key not in best or cycles < best[key][0]:
-            best[key] = (cycles, schedule)
-    return {key: schedule for key, (_, schedule) in best.items()}
-
-
-def compile_model(
+def prepare_graph(
     model, cfg: HwConfig, *, calib: dict[str, np.ndarray] | None = None, batch: int = 1,
-    tuning_log: str | Path | None = None, host_fallback: bool = False, verify: bool = False,
-) -> CompiledModel:
-    """Compile an ONNX model (path or ModelProto) for a config."""
+    host_fallback: bool = False, verify: bool = False,
+) -> tuple[Graph, bool]:
+    """An ONNX model (path or ModelProto) as a quantized, partitioned graph, ready to lower.
+
+    Also says whether the model came quantized (QDQ or QOperator).
+    """
     graph = import_onnx(model, host_fallback=host_fallback, batch=batch)
     for step in FRONT_PASSES:
         graph = _run(step, graph, verify)
@@ -119,12 +110,23 @@ def compile_model(
         ranges = calibrate(graph, calibration_samples(graph, calib))
         graph = _run(lambda g: quantize_graph(g, ranges, cfg), graph, verify)
     graph = _run(lambda g: pack_taps(g, cfg), graph, verify)
-    graph = _run(partition_graph, graph, verify)
-    schedules = read_tuning_log(tuning_log, cfg)
-    unseen = [n.name for n in graph.nodes if n.target == "accel" and n.name not in schedules]
-    if tuning_log is not None and unseen:
-        print(f"tuning log has no record for {', '.join(unseen)}: using the heuristic",
-              file=sys.stderr)
+    return _run(partition_graph, graph, verify), prequantized
+
+
+def compile_model(
+    model, cfg: HwConfig, *, calib: dict[str, np.ndarray] | None = None, batch: int = 1,
+    tuning_log: str | Path | None = None, host_fallback: bool = False, verify: bool = False,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ModelProto) for a config, with tuned schedules if logged."""
+    graph, prequantized = prepare_graph(model, cfg, calib=calib, batch=batch,
+                                        host_fallback=host_fallback, verify=verify)
+    schedules = {} if tuning_log is None else best_schedules(read_records(tuning_log), cfg)
+    if tuning_log is not None:
+        unseen = [node.name for node, shape in accelerated_layers(graph)
+                  if layer_key(cfg, shape, node.attrs) not in schedules]
+        if unseen:
+            print(f"tuning log has no record for {', '.join(unseen)}: using the heuristic",
+                  file=sys.stderr)
     return CompiledModel(cfg, graph, lower_graph(graph, cfg, schedules), prequantized)
 
 

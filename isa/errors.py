@@ -29,5 +29,9 @@ class DeadlockError(SimError):
     """No stage can make progress: the message says which stage waits on which queue."""
 
 
+class CycleLimitError(SimError):
+    """A simulation ran past its cycle limit without finishing."""
+
+
 class ToolError(LoomError):
     """An external tool (Verilator, Yosys, a C++ compiler) is missing or failed."""

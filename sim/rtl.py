@@ -36,7 +36,7 @@ from hw.top import TOP_NAME
 from hw.verilator import make_fixes, verilator_env, verilator_id, verilator_root
 from hw.verilog import generate
 from isa.config import HwConfig
-from isa.errors import DeadlockError, SimError, ToolError
+from isa.errors import CycleLimitError, DeadlockError, SimError, ToolError
 from isa.program import Program
 
 HARNESS = Path(__file__).with_name("rtl_harness.cpp")
@@ -95,7 +95,7 @@ def _package_version(name: str) -> str:
         return "none"
 
 
-def _source_key(cfg: HwConfig) -> str:
+def source_key(cfg: HwConfig) -> str:
     """What the Verilog of a config depends on: the config, the hw and isa sources, Amaranth."""
     sources = sorted(
         path
@@ -112,7 +112,7 @@ def _source_key(cfg: HwConfig) -> str:
 
 def verilog_text(cfg: HwConfig) -> str:
     """The Verilog of a config, generated once per config and hardware source (it takes seconds)."""
-    path = build_root() / "verilog" / f"{_source_key(cfg)}.v"
+    path = build_root() / "verilog" / f"{source_key(cfg)}.v"
     if path.is_file():
         return path.read_text()
     _say(f"generating Verilog for {cfg.name}")
@@ -521,7 +521,7 @@ class RtlSim:
                                 if n not in ("STATUS", "CONFIG_ID", "VERSION"))
             text = (f"{where}: {message}; still busy: {', '.join(busy) or 'none'}; waiting "
                     f"for a token or room: {', '.join(waiting) or 'none'}; counters: {counters}")
-            return DeadlockError(text) if run.status == STALLED else SimError(text)
+            return DeadlockError(text) if run.status == STALLED else CycleLimitError(text)
         if run.status == OUT_OF_RANGE:
             return SimError(f"{where}: DRAM access out of range at {run.error_addr:#x}: "
                             f"{message}")

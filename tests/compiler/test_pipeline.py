@@ -10,10 +10,11 @@ from sklearn.model_selection import train_test_split
 
 from compiler.ir import CompileError, Op
 from compiler.model_file import CompiledModel
-from compiler.pipeline import compile_model
+from compiler.pipeline import accelerated_layers, compile_model, prepare_graph
 from compiler.qreference import run_integer
 from compiler.runtime import run_batches
 from compiler.schedule import ConvSchedule
+from compiler.tune.log import layer_key
 from isa import load_config
 
 DIGITS = str(resources.files("loom") / "models" / "digits_cnn.onnx")
@@ -71,13 +72,19 @@ def test_model_file_round_trip(small_model, digits, tmp_path):
 def test_tuning_log_picks_the_recorded_schedule(digits, tmp_path, capsys):
     cfg = load_config("small")
     schedule = ConvSchedule(rows=2, cols=4, cout=1, cin=1, threads=2)
+    graph, _ = prepare_graph(DIGITS, cfg, calib={"input": digits[0][:16]})
+    node, shape = accelerated_layers(graph)[0]
+    assert node.name == "/0/Conv"
+    key = layer_key(cfg, shape, node.attrs)
     log = tmp_path / "tune.jsonl"
     records = [
-        {"layer": "/0/Conv", "config_id": cfg.config_id_hex, "cycles": 900,
+        {"layer": key, "config_id": cfg.config_id_hex, "cycles": 900,
          "schedule": schedule.to_dict()},
-        {"layer": "/0/Conv", "config_id": cfg.config_id_hex, "cycles": 1200,
+        {"layer": key, "config_id": cfg.config_id_hex, "cycles": 1200,
          "schedule": ConvSchedule(1, 1, 1, 1).to_dict()},
-        {"layer": "/0/Conv", "config_id": "00000000", "cycles": 1,
+        {"layer": key, "config_id": "00000000", "cycles": 1,
+         "schedule": ConvSchedule(1, 2, 1, 1).to_dict()},
+        {"layer": key, "config_id": cfg.config_id_hex, "cycles": None, "error": "timeout",
          "schedule": ConvSchedule(1, 2, 1, 1).to_dict()},
     ]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n")
@@ -90,6 +97,14 @@ def test_tuning_log_picks_the_recorded_schedule(digits, tmp_path, capsys):
     expected = np.concatenate([run_integer(model.graph, {"input": x[i:i + 1]})[name]
                                for i in range(3)])
     np.testing.assert_array_equal(tuned[name], expected)
+
+
+def test_a_malformed_tuning_log_is_one_error(digits, tmp_path):
+    log = tmp_path / "tune.jsonl"
+    log.write_text('{"layer": "x", "config_id": "1", "cycles": 5, "schedule": {"rows": 1}}\n')
+    with pytest.raises(CompileError, match=r"tune.jsonl:1: not a tuning record"):
+        compile_model(DIGITS, load_config("small"), calib={"input": digits[0][:8]},
+                      tuning_log=log)
 
 
 def test_calibration_data_must_name_the_inputs():
