@@ -30,13 +30,17 @@ def _load_arrays(path: str, names: list[str]) -> dict[str, np.ndarray]:
         return {n: data[n] for n in names}
 
 
+def calibration_arrays(model: str, path: str | None) -> dict[str, np.ndarray] | None:
+    """The calibration inputs of `--calib` by graph input name (None without the flag)."""
+    return None if path is None else _load_arrays(path, _onnx_input_names(model))
+
+
 def cmd_compile(args) -> int:
     """Compile an ONNX model for a config into a .loom model file."""
     from compiler.pipeline import compile_model
 
     cfg = load_config(args.config)
-    graph_inputs = _onnx_input_names(args.model)
-    calib = None if args.calib is None else _load_arrays(args.calib, graph_inputs)
+    calib = calibration_arrays(args.model, args.calib)
     model = compile_model(
         args.model, cfg, calib=calib, batch=args.batch, tuning_log=args.tuning_log,
         host_fallback=args.host_fallback, verify=args.verify,

@@ -83,8 +83,11 @@ def cmd_tune(args) -> int:
 
     if args.trials < 1 or (args.jobs is not None and args.jobs < 1):
         raise LoomError("--trials and --jobs must be at least 1")
+    from loom.model_commands import calibration_arrays
+
     cfg = load_config(args.config)
-    tasks = model_tasks(args.model, cfg, batch=args.batch)
+    calib = calibration_arrays(args.model, args.calib)
+    tasks = model_tasks(args.model, cfg, calib=calib, batch=args.batch)
     if not tasks:
         raise LoomError(f"{args.model} has no layer that runs on the accelerator")
     log = args.log or str(Path(args.model).with_suffix(".tune.jsonl"))
@@ -115,6 +118,8 @@ def register(sub) -> None:
     p = sub.add_parser("tune", help="search each layer's schedule on the cycle-accurate model")
     p.add_argument("model", help="ONNX model (.onnx)")
     p.add_argument("--config", default="default", help="preset name or TOML/JSON path")
+    p.add_argument("--calib", help="calibration inputs, as for loom compile (the layers' "
+                   "requantization, and so their keys, depend on it)")
     p.add_argument("--batch", type=int, default=1, help="batch size to compile for")
     p.add_argument("--trials", type=int, default=64, help="measurements per layer")
     p.add_argument("--jobs", type=int, help="measurement processes (default: one per core)")
