@@ -19,7 +19,7 @@ from compiler.runtime import run_batches
 from isa.config import load_config
 
 
-class _ResNetBuilder:
+class ResNetBuilder:
     """Builds ResNet-18's ONNX graph with seeded random weights (He initialisation)."""
 
     def __init__(self, seed: int):
@@ -85,18 +85,42 @@ class _ResNetBuilder:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def rtl_summary(compiled, image: np.ndarray) -> dict:
+    """Total and per-layer cycles on the Verilator model, and the figures VTA is compared on."""
+    _, report = run_batches(compiled, {"input": image}, "rtl")
+    accel = [layer for layer in report.layers if layer.target == "accel"]
+    first = accel[0].node
+    three_by_three = [
+        layer for layer in accel
+        if layer.node != first and compiled.layers[layer.node].shape.kernel == (3, 3)
+    ]
+    offloaded = [layer for layer in accel if layer.node != first and layer.node != "fc"]
+    return {
+        "dram": "zynq7020",
+        "total_cycles": report.cycles,
+        "offloaded_conv_cycles": sum(layer.cycles for layer in offloaded),
+        "conv3x3_mean_utilization": round(
+            float(np.mean([layer.utilization for layer in three_by_three])), 4),
+        "first_layer": {"cycles": accel[0].cycles,
+                        "utilization": round(accel[0].utilization, 4)},
+        "layers": [{"node": layer.node, "cycles": layer.cycles,
+                    "utilization": round(layer.utilization, 4)} for layer in accel],
+    }
+
+
 def main() -> None:
     """Compile and run ResNet-18; print the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="default")
+    parser.add_argument("--tuning-log", help="compile with the schedules of a tuning log")
     parser.add_argument("--no-rtl", action="store_true", help="skip the Verilator run")
     args = parser.parse_args()
     cfg = load_config(args.config)
-    model = _ResNetBuilder(0).model()
+    model = ResNetBuilder(0).model()
     image = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
 
     started = time.perf_counter()
-    compiled = compile_model(model, cfg, calib={"input": image})
+    compiled = compile_model(model, cfg, calib={"input": image}, tuning_log=args.tuning_log)
     compile_seconds = time.perf_counter() - started
     started = time.perf_counter()
     run_batches(compiled, {"input": image}, "functional")
@@ -107,25 +131,7 @@ def main() -> None:
         "accelerated_layers": len(compiled.layers),
     }
     if not args.no_rtl:
-        _, report = run_batches(compiled, {"input": image}, "rtl")
-        accel = [layer for layer in report.layers if layer.target == "accel"]
-        first = accel[0].node
-        three_by_three = [
-            layer for layer in accel
-            if layer.node != first and compiled.layers[layer.node].shape.kernel == (3, 3)
-        ]
-        offloaded = [layer for layer in accel if layer.node != first and layer.node != "fc"]
-        result |= {
-            "dram": "zynq7020",
-            "total_cycles": report.cycles,
-            "offloaded_conv_cycles": sum(layer.cycles for layer in offloaded),
-            "conv3x3_mean_utilization": round(
-                float(np.mean([layer.utilization for layer in three_by_three])), 4),
-            "first_layer": {"cycles": accel[0].cycles,
-                            "utilization": round(accel[0].utilization, 4)},
-            "layers": [{"node": layer.node, "cycles": layer.cycles,
-                        "utilization": round(layer.utilization, 4)} for layer in accel],
-        }
+        result |= rtl_summary(compiled, image)
     print(json.dumps(result))
 
 
