@@ -54,7 +54,9 @@ def main() -> None:
     long_runs = {}
     with Measurer(cfg, log=args.log, jobs=args.jobs) as measurer:
         for task in three[:args.long_layers]:
-            long = random_search(task, measurer, args.trials * args.long_factor, seed=7)
+            heuristic = results[task.key]["tune"].records[0].cycles
+            long = random_search(task, measurer, args.trials * args.long_factor, seed=7,
+                                 reference=heuristic)
             long_runs[task.key] = long.best.cycles
     for row in rows:
         if row["layer"] in long_runs:

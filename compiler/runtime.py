@@ -66,9 +66,12 @@ class RunReport:
 
 
 class Backend:
-    """Runs layer Programs on one simulator, reusing it across layers and inferences."""
+    """Runs layer Programs on one simulator, reusing it across layers and inferences.
 
-    def __init__(self, name: str, model: CompiledModel):
+    `dram` names the DRAM model of the RTL backend (`boards.dram`; its default otherwise).
+    """
+
+    def __init__(self, name: str, model: CompiledModel, dram: str | None = None):
         if name not in BACKENDS:
             raise LoomError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
         self.name = name
@@ -79,7 +82,7 @@ class Backend:
         else:
             from sim.rtl import RtlSim
 
-            self.sim = RtlSim(model.config)
+            self.sim = RtlSim(model.config) if dram is None else RtlSim(model.config, dram)
 
     def run_layer(self, layer: LoweredConv, x: np.ndarray) -> tuple[np.ndarray, LayerReport]:
         """Run one lowered layer on an NCHW integer input; return its output and report."""
@@ -122,13 +125,14 @@ def run_model(
 
 
 def run_batches(
-    model: CompiledModel, inputs: dict[str, np.ndarray], backend: str = "functional"
+    model: CompiledModel, inputs: dict[str, np.ndarray], backend: str = "functional",
+    dram: str | None = None,
 ) -> tuple[dict[str, np.ndarray], RunReport]:
     """Inference over any number of samples, in chunks of the batch the model was compiled for.
 
     The report sums each node's MACs, bytes and cycles over the chunks.
     """
-    runner = Backend(backend, model)
+    runner = Backend(backend, model, dram)
     batch = model.graph.values[model.graph.inputs[0]].shape[0]
     count = len(next(iter(inputs.values())))
     if count % batch:

@@ -45,7 +45,9 @@ def tune_model_layers(tasks, cfg, *, trials: int, jobs: int | None, log: str, dr
                 if name == "tune":
                     result = search(task, measurer, model, trials, seed=seed, progress=progress)
                 else:
-                    result = search(task, measurer, trials, seed=seed + 1, progress=progress)
+                    first = entry["tune"].records[0].cycles  # the heuristic's
+                    result = search(task, measurer, trials, seed=seed + 1, reference=first,
+                                    progress=progress)
                 bar.update(trials - done[0])
                 entry[name] = result
                 entry[f"{name}_seconds"] = time.perf_counter() - started

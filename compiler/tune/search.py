@@ -4,8 +4,9 @@ Per layer, in batches of `batch` candidates: simulated annealing walks the sched
 cost model's predictions from the best schedules measured so far and from random points; the
 best-predicted unmeasured points it visits, plus a share of random points (exploration), are
 measured on sim.rtl (in parallel); the model is retrained on every measurement, of this layer and
-of others. The first batch includes the compiler's heuristic schedule, so tuning never ends
-worse than not tuning. Candidates are stopped at `CUTOFF` times the best cycles so far.
+of others. The compiler's heuristic schedule is measured first, alone, so tuning never ends
+worse than not tuning and every later candidate has a bound: it is stopped at `CUTOFF` times the
+best cycles so far (random search is bounded by the heuristic's cycles when it is given them).
 """
 
 from __future__ import annotations
@@ -68,15 +69,14 @@ def tune_task(task: TuneTask, measurer: Measurer, model: CostModel, trials: int,
     space = ScheduleSpace(task.cfg, task.shape)
     result = TuneResult(task)
     seen: set[ConvSchedule] = set()
-    first = [task.heuristic()]
     while len(result.records) < min(trials, len(space)):
-        size = min(batch, trials - len(result.records), len(space) - len(seen))
-        randoms = max(1, round(size * explore)) if size > 1 else 0
-        picks = [s for s in first if s not in seen][:size]
-        picks += _propose(task, space, model, result, seen | set(picks), size - randoms
-                          - len(picks), rng)
-        picks += _unseen(space, seen | set(picks), size - len(picks), rng)
-        first = []
+        if not seen:
+            picks = [task.heuristic()]
+        else:
+            size = min(batch, trials - len(result.records), len(space) - len(seen))
+            randoms = max(1, round(size * explore)) if size > 1 else 0
+            picks = _propose(task, space, model, result, seen, size - randoms, rng)
+            picks += _unseen(space, seen | set(picks), size - len(picks), rng)
         seen.update(picks)
         records = measurer.measure(task, picks, _limit(result))
         result.records += records
@@ -88,14 +88,21 @@ def tune_task(task: TuneTask, measurer: Measurer, model: CostModel, trials: int,
 
 
 def random_search(task: TuneTask, measurer: Measurer, trials: int, *, seed: int = 0,
-                  batch: int = 8, progress: Progress | None = None) -> TuneResult:
-    """The baseline: `trials` schedules drawn uniformly from the space, measured in batches."""
+                  batch: int = 8, reference: int | None = None,
+                  progress: Progress | None = None) -> TuneResult:
+    """The baseline: `trials` schedules drawn uniformly from the space, measured in batches.
+
+    `reference` (cycles, e.g. the heuristic's) bounds candidates until one has been measured.
+    """
     rng = np.random.default_rng(seed)
     space = ScheduleSpace(task.cfg, task.shape)
     result = TuneResult(task)
     picks = space.sample(rng, trials)
     for start in range(0, len(picks), batch):
-        result.records += measurer.measure(task, picks[start:start + batch], _limit(result))
+        limit = _limit(result)
+        if reference is not None:
+            limit = min(limit or CUTOFF * reference, CUTOFF * reference)
+        result.records += measurer.measure(task, picks[start:start + batch], limit)
         if progress is not None:
             progress(result)
     return result
