@@ -14,8 +14,11 @@ channel step, load brings the padded input window of each input block and the we
 one GEMM runs the uop kernel over (output block, input block, kh, kw) while its two loops walk the
 tile's output rows and columns (VTA's direct convolution: no im2col). The epilogue is the
 requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX, MIN on the ALU) and one STORE per output
-block. Buffers are split into `threads` halves that alternate between tiles and steps, with
-dependency tokens as in `loom.samples` so loads, compute and stores overlap.
+block. Each ALU instruction runs one uop over the output blocks (outer loop) and their pixels
+(inner loop), so the MOV and the per-channel MUL, whose ACC source is one row per block, issue
+one uop per cycle on the execute pipeline's source-row cache. Buffers are split into `threads`
+halves that alternate between tiles and steps, with dependency tokens as in `loom.samples` so
+loads, compute and stores overlap.
 """
 
 from __future__ import annotations
