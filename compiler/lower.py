@@ -8,17 +8,17 @@ zero-padded to whole blocks):
 - ``bias`` and per-channel ``mult``: one ACC element per output block (repeated over ``b``);
 - output ``y``: OUT elements ``[N/B][C_out/Bo][H_out][W_out]``, each ``[b][o]``.
 
-Per output tile (batch block, output rows and columns, output-channel blocks) compute loads the
-bias and multiplier rows and initialises the accumulators from the bias (ALU MOV); per input
-channel step, load brings the padded input window of each input block and the weight blocks, and
-one GEMM runs the uop kernel over (output block, input block, kh, kw) while its two loops walk the
-tile's output rows and columns (VTA's direct convolution: no im2col). The epilogue is the
-requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX, MIN on the ALU) and one STORE per output
-block. Each ALU instruction runs one uop over the output blocks (outer loop) and their pixels
-(inner loop), so the MOV and the per-channel MUL, whose ACC source is one row per block, issue
-one uop per cycle on the execute pipeline's source-row cache. Buffers are split into `threads`
-halves that alternate between tiles and steps, with dependency tokens as in `loom.samples` so
-loads, compute and stores overlap.
+Per output tile (batch block, output rows and columns, output-channel blocks) compute loads the bias
+and multiplier rows (unless its ACC half holds them from an earlier tile) and initialises the
+accumulators from the bias (ALU MOV); per input channel step, load brings the padded input window of
+each input block and the weight blocks, and one GEMM runs the uop kernel over (output block, input
+block, kh, kw) while its two loops walk the tile's output rows and columns (VTA's direct
+convolution: no im2col). The epilogue is the requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX,
+MIN on the ALU) and one STORE per output block. Each ALU instruction runs one uop over the output
+blocks (outer loop) and their pixels (inner loop), so the MOV and the per-channel MUL, whose ACC
+source is one row per block, issue one uop per cycle on the execute pipeline's source-row cache.
+Buffers are split into `threads` halves that alternate between tiles and steps, with dependency
+tokens as in `loom.samples` so loads, compute and stores overlap.
 """
 
 from __future__ import annotations
@@ -171,6 +171,9 @@ class _ConvBuilder:
         multiplier = np.asarray(attrs["multiplier"]).reshape(-1)
         self.uniform = bool(np.all(multiplier == multiplier[0]))
         self.kernels: dict[str, list[Uop]] = {}
+        # Per ACC half: the (first block, blocks, ACC index) of the bias and multiplier rows it
+        # holds. Only LOAD ACC writes those rows, so a later tile of that layout keeps them.
+        self.rows_held: dict[int, tuple[int, int, int]] = {}
 
     # -- data -------------------------------------------------------------------------------
 
@@ -294,14 +297,23 @@ class _ConvBuilder:
 
     def _tile(self, tile: _Tile, steps: list[_Step]) -> list:
         _, bias_rows, mult_rows = self._acc_layout(tile)
-        rows = {"mem_type": MemType.ACC, "y_size": 1, "x_size": tile.cout, "x_stride": tile.cout}
-        items = [_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
-                         "bias", tile.co0)]
-        if not self.uniform:
-            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult", tile.co0))
-
         init, epilogue = self._rows_pass(tile, bias_rows), self._rows_pass(tile, mult_rows)
-        items.append(_WithKernel(init.kernel, init.insn.replace(alu_op=AluOp.MOV)))
+        init = init._replace(insn=init.insn.replace(alu_op=AluOp.MOV))
+        items = []
+        held = (tile.co0, tile.cout, bias_rows)
+        if self.rows_held.get(tile.half) == held:
+            # Skipping the loads also skips their wait behind the load unit's DRAM reads.
+            init = init._replace(insn=init.insn.replace(pop_next=1))
+        else:
+            self.rows_held[tile.half] = held
+            rows = {"mem_type": MemType.ACC, "y_size": 1, "x_size": tile.cout,
+                    "x_stride": tile.cout}
+            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
+                                 "bias", tile.co0))
+            if not self.uniform:
+                items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult",
+                                     tile.co0))
+        items.append(init)
         for step in steps:
             items += self._step(tile, step)
         items += self._epilogue(epilogue)

@@ -10,7 +10,7 @@ from compiler.ir import CompileError, Node, Op
 from compiler.lower import from_elements, lower_conv, to_elements
 from compiler.qreference import qconv
 from compiler.schedule import ConvSchedule
-from isa import Opcode, load_config
+from isa import MemType, Opcode, load_config
 from isa.packing import wrap
 from sim.functional import FunctionalSim
 
@@ -158,6 +158,23 @@ def test_epilogue_loops_over_rows_and_columns_beyond_the_loop_fields():
     np.testing.assert_array_equal(got, qconv_reference(x, attrs, cfg))
     for insn, _ in alu_insns(lowered):
         assert (insn.iter_out, insn.iter_in, insn.dst_factor_out) == (130, 130, 130)
+
+
+@pytest.mark.parametrize(("rows", "cout", "acc_loads"), [
+    (2, 2, 4),  # four tiles of one layout: each ACC half loads bias and multipliers once
+    (3, 2, 6),  # the last tile is shorter, so its rows sit elsewhere: loaded again
+    (2, 1, 4),  # output blocks alternate between tiles, so each half keeps one block's rows
+])
+def test_bias_and_multiplier_rows_stay_in_their_acc_half(rows, cout, acc_loads):
+    rng = np.random.default_rng(8)
+    attrs = random_qconv(rng, c_in=4, c_out=8, kernel=3, stride=1, pad=1, uniform=False,
+                         relu=False)
+    x = rng.integers(-128, 128, size=(1, 4, 8, 6))
+    schedule = ConvSchedule(rows=rows, cols=6, cout=cout, cin=1, threads=2)
+    got, lowered, _ = run_lowered(SMALL, x, attrs, schedule)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, SMALL))
+    loads = [i for i in lowered.program.insns if i.op == Opcode.LOAD and i.mem_type == MemType.ACC]
+    assert len(loads) == acc_loads
 
 
 def test_element_packing_round_trip():
