@@ -8,14 +8,17 @@ zero-padded to whole blocks):
 - ``bias`` and per-channel ``mult``: one ACC element per output block (repeated over ``b``);
 - output ``y``: OUT elements ``[N/B][C_out/Bo][H_out][W_out]``, each ``[b][o]``.
 
-Per output tile (batch block, output rows and columns, output-channel blocks) compute loads the
-bias and multiplier rows and initialises the accumulators from the bias (ALU MOV); per input
-channel step, load brings the padded input window of each input block and the weight blocks, and
-one GEMM runs the uop kernel over (output block, input block, kh, kw) while its two loops walk the
-tile's output rows and columns (VTA's direct convolution: no im2col). The epilogue is the
-requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX, MIN on the ALU) and one STORE per output
-block. Buffers are split into `threads` halves that alternate between tiles and steps, with
-dependency tokens as in `loom.samples` so loads, compute and stores overlap.
+Per output tile (batch block, output rows and columns, output-channel blocks) compute loads the bias
+and multiplier rows (unless its ACC half holds them from an earlier tile) and initialises the
+accumulators from the bias (ALU MOV); per input channel step, load brings the padded input window of
+each input block and the weight blocks, and one GEMM runs the uop kernel over (output block, input
+block, kh, kw) while its two loops walk the tile's output rows and columns (VTA's direct
+convolution: no im2col). The epilogue is the requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX,
+MIN on the ALU) and one STORE per output block. Each ALU instruction runs one uop over the output
+blocks (outer loop) and their pixels (inner loop), so the MOV and the per-channel MUL, whose ACC
+source is one row per block, issue one uop per cycle on the execute pipeline's source-row cache.
+Buffers are split into `threads` halves that alternate between tiles and steps, with dependency
+tokens as in `loom.samples` so loads, compute and stores overlap.
 """
 
 from __future__ import annotations
@@ -168,6 +171,9 @@ class _ConvBuilder:
         multiplier = np.asarray(attrs["multiplier"]).reshape(-1)
         self.uniform = bool(np.all(multiplier == multiplier[0]))
         self.kernels: dict[str, list[Uop]] = {}
+        # Per ACC half: the (first block, blocks, ACC index) of the bias and multiplier rows it
+        # holds. Only LOAD ACC writes those rows, so a later tile of that layout keeps them.
+        self.rows_held: dict[int, tuple[int, int, int]] = {}
 
     # -- data -------------------------------------------------------------------------------
 
@@ -290,27 +296,49 @@ class _ConvBuilder:
         return acc, acc + tile.cout * pixels, acc + tile.cout * (pixels + 1)
 
     def _tile(self, tile: _Tile, steps: list[_Step]) -> list:
-        acc, bias_rows, mult_rows = self._acc_layout(tile)
-        pixels = tile.rows * tile.cols
-        rows = {"mem_type": MemType.ACC, "y_size": 1, "x_size": tile.cout, "x_stride": tile.cout}
-        items = [_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
-                         "bias", tile.co0)]
-        if not self.uniform:
-            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult", tile.co0))
-
-        def per_block(src: int) -> list[Uop]:
-            """One uop per output block (ACC src `src` + block); the loops walk the pixels."""
-            return [Uop(acc + c * pixels, src + c, 0) for c in range(tile.cout)]
-
-        loop = {"iter_out": tile.rows, "iter_in": tile.cols,
-                "dst_factor_out": tile.cols, "dst_factor_in": 1}
-        items.append(_WithKernel(self._kernel(per_block(bias_rows)),
-                                 Insn(Opcode.ALU, alu_op=AluOp.MOV, **loop)))
+        _, bias_rows, mult_rows = self._acc_layout(tile)
+        init, epilogue = self._rows_pass(tile, bias_rows), self._rows_pass(tile, mult_rows)
+        init = init._replace(insn=init.insn.replace(alu_op=AluOp.MOV))
+        items = []
+        held = (tile.co0, tile.cout, bias_rows)
+        if self.rows_held.get(tile.half) == held:
+            # Skipping the loads also skips their wait behind the load unit's DRAM reads.
+            init = init._replace(insn=init.insn.replace(pop_next=1))
+        else:
+            self.rows_held[tile.half] = held
+            rows = {"mem_type": MemType.ACC, "y_size": 1, "x_size": tile.cout,
+                    "x_stride": tile.cout}
+            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
+                                 "bias", tile.co0))
+            if not self.uniform:
+                items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult",
+                                     tile.co0))
+        items.append(init)
         for step in steps:
             items += self._step(tile, step)
-        items += self._epilogue(per_block(0), per_block(mult_rows), loop)
+        items += self._epilogue(epilogue)
         items += self._stores(tile)
         return items
+
+    def _rows_pass(self, tile: _Tile, src: int) -> _WithKernel:
+        """An ALU over every accumulator of the tile whose ACC source for block c is src + c.
+
+        The outer loop walks the output blocks and the inner one their pixels with one uop, so
+        consecutive uops share their source row and the execute pipeline reads it once per
+        block. When those loop fields do not fit the ISA, one uop per block and loops over the
+        tile's rows and columns.
+        """
+        acc = self._base("acc", tile.half)
+        pixels = tile.rows * tile.cols
+        loop = {"iter_out": tile.cout, "iter_in": pixels, "dst_factor_out": pixels,
+                "dst_factor_in": 1, "src_factor_out": 1, "src_factor_in": 0}
+        uops = [Uop(acc, src, 0)]
+        fmt = self.cfg.insn_formats[Opcode.ALU]
+        if any(value > fmt.field(name).max for name, value in loop.items()):
+            loop = {"iter_out": tile.rows, "iter_in": tile.cols,
+                    "dst_factor_out": tile.cols, "dst_factor_in": 1}
+            uops = [Uop(acc + c * pixels, src + c, 0) for c in range(tile.cout)]
+        return _WithKernel(self._kernel(uops), Insn(Opcode.ALU, **loop))
 
     def _window(self, tile: _Tile) -> tuple[int, int, int, int, int, int, int, int]:
         """Input window of a tile: first valid row/col, valid rows/cols, and the four pads."""
@@ -360,34 +388,37 @@ class _ConvBuilder:
         items.append(_WithKernel(self._kernel(uops), gemm))
         return items
 
-    def _epilogue(self, imm_uops: list[Uop], mult_uops: list[Uop], loop: dict) -> list:
-        """Requantization on the ALU; the last instruction tells store the tile is ready."""
+    def _epilogue(self, mult: _WithKernel) -> list:
+        """Requantization on the ALU; the last instruction tells store the tile is ready.
+
+        `mult` multiplies by the multiplier rows; the ops with an immediate run the same loops
+        (the source field is unused).
+        """
         a, cfg = self.attrs, self.cfg
-        imm_kernel = self._kernel(imm_uops)
         ops = []
         if a["pre_shift"]:
-            ops.append((imm_kernel, AluOp.RSHR, a["pre_shift"]))
+            ops.append((AluOp.RSHR, a["pre_shift"]))
         if self.uniform:
             m = int(np.asarray(a["multiplier"]).reshape(-1)[0])
             if m != 1:
-                ops.append((imm_kernel, AluOp.MUL, m))
+                ops.append((AluOp.MUL, m))
         else:
-            ops.append((self._kernel(mult_uops), AluOp.MUL, None))
+            ops.append((AluOp.MUL, None))
         if a["post_shift"]:
-            ops.append((imm_kernel, AluOp.RSHR, a["post_shift"]))
+            ops.append((AluOp.RSHR, a["post_shift"]))
         lo, hi = a["clip"]
         if lo > -(1 << (cfg.acc_bits - 1)):
-            ops.append((imm_kernel, AluOp.MAX, lo))
+            ops.append((AluOp.MAX, lo))
         if hi < (1 << (cfg.acc_bits - 1)) - 1:
-            ops.append((imm_kernel, AluOp.MIN, hi))
+            ops.append((AluOp.MIN, hi))
         if not ops:  # something must tell store that the tile is ready
-            ops.append((imm_kernel, AluOp.ADD, 0))
+            ops.append((AluOp.ADD, 0))
         items = []
-        for index, (kernel, op, imm) in enumerate(ops):
-            insn = Insn(Opcode.ALU, alu_op=op, **loop, push_next=int(index == len(ops) - 1))
+        for index, (op, imm) in enumerate(ops):
+            insn = mult.insn.replace(alu_op=op, push_next=int(index == len(ops) - 1))
             if imm is not None:
                 insn = insn.replace(use_imm=1, imm=imm)
-            items.append(_WithKernel(kernel, insn))
+            items.append(_WithKernel(mult.kernel, insn))
         return items
 
     def _stores(self, tile: _Tile) -> list:

@@ -3,8 +3,9 @@
 Inputs are registered (the ACC SRAM output and the multipliers' input registers), every op is
 computed from them and the selected result is registered: `TensorAlu.latency` is 2 cycles from
 `valid` to `valid_out`, one new operation per cycle, no stalls. `y` is always an ACC element:
-an ALU immediate is sign-extended and broadcast to every lane by the caller. An op code outside
-AluOp (7) returns `x` unchanged.
+an ALU immediate is sign-extended and broadcast to every lane by the caller. While `keep_y` is
+high the y register holds its value instead (the caller's cache of a reused ACC source row). An
+op code outside AluOp (7) returns `x` unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TensorAlu(wiring.Component):
         super().__init__({
             "x": In(lanes),
             "y": In(lanes),
+            "keep_y": In(1),
             "op": In(ALU_OP_BITS),
             "valid": In(1),
             "result": Out(lanes),
@@ -47,7 +49,9 @@ class TensorAlu(wiring.Component):
         op = Signal.like(self.op)
         valid = Signal()
         result = Signal(self.result.shape())
-        m.d.sync += [x.eq(self.x), y.eq(self.y), op.eq(self.op), valid.eq(self.valid)]
+        m.d.sync += [x.eq(self.x), op.eq(self.op), valid.eq(self.valid)]
+        with m.If(~self.keep_y):
+            m.d.sync += y.eq(self.y)
         m.d.sync += self.valid_out.eq(valid)
         m.d.comb += self.result.eq(result)
 

@@ -6,8 +6,10 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
   The index offsets i*factor_out + j*factor_in are kept incrementally (adders, no multipliers).
 - **S1 index**: the uop arrives; dst/src/wgt = uop field + offset, registered into S2.
 - **S2 read**: GEMM reads INP[src] and WGT[wgt]. ALU reads ACC[dst], and with use_imm=0 also
-  ACC[src] in a second cycle (the ACC buffer has one read port), so those ALUs issue one uop per
-  two cycles. The uop *fires* when its last read is issued.
+  ACC[src] in a second cycle (the ACC buffer has one read port), so those uops issue one per
+  two cycles, except that a uop whose src is the row the previous ACC[src] read of the same
+  instruction fetched reuses that row (the *source cache*) and issues in one cycle. The uop
+  *fires* when its last read is issued.
 - **GEMM**: the GemmCore takes the INP/WGT data one cycle after the fire and returns the sums
   `GemmCore.latency` cycles later. ACC[dst] is read one cycle before the sums arrive, so the
   read-add-write of the accumulator spans a single cycle: write at fire + 1 + GemmCore.latency.
@@ -18,7 +20,9 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
 
 So a uop is written 3 + GemmCore.latency cycles after it issues (6 on 1x4x4, 7 on 1x16x16) or
 3 + TensorAlu.latency = 5 cycles (6 with two ACC reads); `done` pulses the cycle after the last
-write, when the buffers hold it, and a new instruction may be taken in that same cycle.
+write, when the buffers hold it, and a new instruction may be taken in that same cycle. An ALU
+with use_imm=0 whose consecutive uops share src rows thus costs one cycle per uop plus one per
+change of src row.
 
 Sequential semantics (every read sees every earlier write of the instruction):
 
@@ -29,6 +33,13 @@ Sequential semantics (every read sees every earlier write of the instruction):
 - **Stalls** for the ALU: a uop waits in S2 while an earlier uop whose write has not yet been
   issued will write a row it reads (its dst, or its src when use_imm=0). A chain of dependent
   ALU uops therefore runs at one uop per TensorAlu.latency + 1 cycles (one more with two reads).
+- **Source cache**: the row lives in the TensorAlu's y register, which keeps its value except in
+  the cycle an ACC[src] read arrives; the pipeline holds its index and a valid bit. A new
+  instruction empties it (so a LOAD ACC or anything else between instructions cannot leave it
+  stale), and so does the fire of a uop that will write the cached row: a reusing uop whose dst
+  is the row, or a filling uop whose dst is its own src. No earlier write to the row can be in
+  flight when it is filled, since the hazard check holds the filling uop until such writes are
+  issued (the one issued in the read's cycle is forwarded).
 
 Ports:
 
@@ -131,7 +142,12 @@ class ExecutePipeline(wiring.Component):
 
         hazard = Signal()
         fire = Signal()
-        m.d.comb += fire.eq(s2_valid & ~hazard & (phase | ~two_reads))
+        # The source row cache: the ACC row at cache_src, last read as an ALU source, is held in
+        # the TensorAlu's y register; a uop with that src skips its second read.
+        cache_valid = Signal()
+        cache_src = Signal(acc_index_bits)
+        reuse = Signal()
+        m.d.comb += fire.eq(s2_valid & ~hazard & (phase | ~two_reads | reuse))
         s2_free = ~s2_valid | fire
         s1_free = ~s1_valid | s2_free
         issue = issuing & s1_free
@@ -178,6 +194,7 @@ class ExecutePipeline(wiring.Component):
             m.d.sync += s2_valid.eq(s1_valid)
             m.d.sync += [s2[n].eq(self.uop_rd.data[n] + s1_off[n]) for n in INDICES]
         s2_src_acc = s2["src"][:acc_index_bits]
+        m.d.comb += reuse.eq(two_reads & ~phase & cache_valid & (cache_src == s2_src_acc))
 
         # -- S2: reads, and the track of fired uops ------------------------------------------
         # track_valid[d]/track_dst[d]: the uop that fired d cycles ago (d = 0: firing now).
@@ -197,8 +214,18 @@ class ExecutePipeline(wiring.Component):
             )
             for d in range(1, alu.latency + 1)
         ).any())
-        with m.If(s2_valid & ~hazard & two_reads):
+        with m.If(s2_valid & ~hazard & two_reads & ~reuse):
             m.d.sync += phase.eq(~phase)
+        # A fire that reads ACC[src] fills the cache; one that will write the cached row (or the
+        # row it is filling) empties it, and so does a new instruction. No other write to the
+        # row can be in flight at the fill: the hazard check held the uop until they were issued.
+        with m.If(accept):
+            m.d.sync += cache_valid.eq(0)
+        with m.Elif(fire & two_reads):
+            with m.If(~reuse):
+                m.d.sync += [cache_src.eq(s2_src_acc), cache_valid.eq(s2["dst"] != s2_src_acc)]
+            with m.Elif(s2["dst"] == cache_src):
+                m.d.sync += cache_valid.eq(0)
 
         m.d.comb += [
             self.inp_rd.addr.eq(s2["src"]),
@@ -243,14 +270,23 @@ class ExecutePipeline(wiring.Component):
         ]
         x_hold = Signal(acc)  # ACC[dst] of a two-read uop, waiting for ACC[src]
         capture = Signal()
-        m.d.sync += capture.eq(s2_valid & ~hazard & two_reads & ~phase)
+        reused = Signal()  # the uop fired one cycle ago reuses the cached source row
+        m.d.sync += [
+            capture.eq(s2_valid & ~hazard & two_reads & ~phase & ~reuse),
+            reused.eq(fire & reuse),
+        ]
         with m.If(capture):
             m.d.sync += x_hold.eq(acc_data)
         with m.If(alu_insn.use_imm):
             m.d.comb += alu.x.eq(acc_data)
             m.d.comb += [alu.y[lane].eq(alu_insn.imm) for lane in range(acc.length)]
         with m.Else():
-            m.d.comb += [alu.x.eq(x_hold), alu.y.eq(acc_data)]
+            # y takes ACC[src] only in the cycle it arrives, so the ALU keeps the cached row.
+            m.d.comb += [
+                alu.x.eq(Mux(reused, acc_data, x_hold)),
+                alu.y.eq(acc_data),
+                alu.keep_y.eq(~track_valid[1] | reused),
+            ]
         m.d.comb += [alu.op.eq(alu_insn.alu_op), alu.valid.eq(track_valid[1] & ~is_gemm)]
 
         # -- ACC and OUT writes ----------------------------------------------------------

@@ -10,7 +10,7 @@ from compiler.ir import CompileError, Node, Op
 from compiler.lower import from_elements, lower_conv, to_elements
 from compiler.qreference import qconv
 from compiler.schedule import ConvSchedule
-from isa import load_config
+from isa import MemType, Opcode, load_config
 from isa.packing import wrap
 from sim.functional import FunctionalSim
 
@@ -118,6 +118,63 @@ def test_kernels_stream_when_they_do_not_fit_the_uop_buffer():
     uop_words = sum(len(k) for k in lowered.program.kernels.values())
     assert uop_words > cfg.uop_depth  # so kernels were reloaded before use
     assert stats.bytes_loaded["uop"] > 4 * uop_words
+
+
+def alu_insns(lowered):
+    """The ALU instructions of a lowered conv and the lengths of their uop kernels."""
+    return [(insn, insn.uop_end - insn.uop_bgn) for insn in lowered.program.insns
+            if insn.op == Opcode.ALU]
+
+
+def test_acc_source_alus_walk_the_pixels_of_one_source_row():
+    rng = np.random.default_rng(5)
+    attrs = random_qconv(rng, c_in=4, c_out=12, kernel=3, stride=1, pad=1, uniform=False,
+                         relu=True)
+    x = rng.integers(-128, 128, size=(1, 4, 6, 7))
+    schedule = ConvSchedule(rows=2, cols=7, cout=3, cin=1)
+    got, lowered, _ = run_lowered(SMALL, x, attrs, schedule)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, SMALL))
+    insns = alu_insns(lowered)
+    assert sum(not insn.use_imm for insn, _ in insns) == 2 * 3  # MOV bias and MUL, per tile
+    for insn, length in insns:
+        # consecutive uops of a block share its source row: one ACC read per block
+        assert length == 1
+        assert (insn.iter_out, insn.iter_in, insn.dst_factor_out, insn.dst_factor_in) == \
+            (3, 14, 14, 1)
+        assert (insn.src_factor_out, insn.src_factor_in) == (1, 0)
+
+
+def test_epilogue_loops_over_rows_and_columns_beyond_the_loop_fields():
+    # ACC deep enough for a tile of more pixels than iter_in can count (UOP and WGT shrunk to
+    # leave the encoding room for the wide ACC indices).
+    cfg = dataclasses.replace(SMALL, acc_depth=1 << 15, inp_depth=1 << 15, uop_depth=16,
+                              wgt_depth=4)
+    rng = np.random.default_rng(6)
+    attrs = random_qconv(rng, c_in=3, c_out=4, kernel=1, stride=1, pad=0, uniform=False,
+                         relu=True)
+    x = rng.integers(-128, 128, size=(1, 3, 130, 130))
+    schedule = ConvSchedule(rows=130, cols=130, cout=1, cin=1, threads=1)
+    got, lowered, _ = run_lowered(cfg, x, attrs, schedule)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, cfg))
+    for insn, _ in alu_insns(lowered):
+        assert (insn.iter_out, insn.iter_in, insn.dst_factor_out) == (130, 130, 130)
+
+
+@pytest.mark.parametrize(("rows", "cout", "acc_loads"), [
+    (2, 2, 4),  # four tiles of one layout: each ACC half loads bias and multipliers once
+    (3, 2, 6),  # the last tile is shorter, so its rows sit elsewhere: loaded again
+    (2, 1, 4),  # output blocks alternate between tiles, so each half keeps one block's rows
+])
+def test_bias_and_multiplier_rows_stay_in_their_acc_half(rows, cout, acc_loads):
+    rng = np.random.default_rng(8)
+    attrs = random_qconv(rng, c_in=4, c_out=8, kernel=3, stride=1, pad=1, uniform=False,
+                         relu=False)
+    x = rng.integers(-128, 128, size=(1, 4, 8, 6))
+    schedule = ConvSchedule(rows=rows, cols=6, cout=cout, cin=1, threads=2)
+    got, lowered, _ = run_lowered(SMALL, x, attrs, schedule)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, SMALL))
+    loads = [i for i in lowered.program.insns if i.op == Opcode.LOAD and i.mem_type == MemType.ACC]
+    assert len(loads) == acc_loads
 
 
 def test_element_packing_round_trip():

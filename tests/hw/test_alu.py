@@ -113,6 +113,30 @@ def test_latency_and_throughput():
     assert seen == [(c + dut.latency - 1, 100 + c) for c in range(4)]
 
 
+def test_keep_y_holds_the_previous_y():
+    cfg = load_config("small")
+    dut = TensorAlu(cfg)
+    lanes = cfg.batch * cfg.block_out
+    seen = []
+
+    async def tb(ctx):
+        for cycle in range(8):
+            ctx.set(dut.valid, cycle < 4)
+            ctx.set(dut.op, AluOp.ADD)
+            ctx.set(dut.x, [cycle] * lanes)
+            ctx.set(dut.y, [100 * (cycle + 1)] * lanes)
+            ctx.set(dut.keep_y, cycle in (1, 2))  # operations 1 and 2 reuse the y of 0
+            await ctx.tick()
+            if ctx.get(dut.valid_out):
+                seen.append(ctx.get(dut.result)[0])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen == [100, 101, 102, 403]
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # half-built on purpose
 def test_rejects_non_config():
     with pytest.raises(TypeError, match="cfg must be an HwConfig"):

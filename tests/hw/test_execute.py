@@ -304,6 +304,61 @@ def test_alu_throughput():
     assert chain <= 3 * 16 + 10
 
 
+def test_alu_source_row_reuse_issues_one_uop_per_cycle():
+    run = Run(CFG, SEED + 10)
+    # The compiler's epilogue: blocks outer (one source row each), pixels inner sharing it.
+    run.alu(AluOp.MUL, [(0, 200)], iters=(4, 16), dst=(16, 1), src=(1, 0))
+    run.alu(AluOp.MUL, [(n, 200 + n % 4) for n in range(64)])  # a new source row every uop
+    got = run.check()
+    reuse, fresh = (d - a for a, d in zip(got["accepted"], got["done"], strict=True))
+    print(f"ALU ACC src: 64 uops in {reuse} cycles sharing 4 rows, {fresh} with 64 reads")
+    assert reuse <= 64 + 4 + 10
+    assert fresh >= 2 * 64
+
+
+@pytest.mark.parametrize("transparent_acc", [False, True])
+def test_alu_source_row_reuse_sees_writes_to_the_row(transparent_acc):
+    run = Run(CFG, SEED + 11)
+    # dst == src: the uop that reuses the row overwrites it; the next must see the new row.
+    run.alu(AluOp.ADD, [(10, 50), (50, 50), (11, 50), (50, 50), (12, 50), (13, 50)])
+    run.alu(AluOp.MUL, [(60, 60)], iters=(2, 3))  # fills and writes the same row
+    # The row is written by the uop that fills the cache, then read by the next uops.
+    run.alu(AluOp.MOV, [(70, 70), (71, 70), (70, 71), (72, 70), (73, 70)])
+    # Outer loop walks the source rows, the inner one the destinations, which hit the sources.
+    run.alu(AluOp.ADD, [(80, 80)], iters=(3, 4), dst=(1, 1), src=(1, 0))
+    run.alu(AluOp.ADD, [(90, 91)], iters=(1, 3))  # the reusing uops stall on their dst
+    run.check(transparent_acc)
+
+
+def test_alu_source_row_cache_is_invalidated_between_instructions():
+    run = Run(CFG, SEED + 12)
+    run.alu(AluOp.ADD, [(0, 40)], iters=(1, 4), dst=(0, 1))
+    run.alu(AluOp.ADD, [(40, 0)], imm=7)  # an immediate ALU writes the row
+    run.alu(AluOp.ADD, [(4, 40)], iters=(1, 4), dst=(0, 1))
+    run.alu(AluOp.MOV, [(40, 41)])  # a two-read ALU writes the row
+    run.alu(AluOp.ADD, [(8, 40)], iters=(1, 4), dst=(0, 1))
+    run.gemm([(40, 1, 1)])  # a GEMM writes the row
+    run.alu(AluOp.ADD, [(12, 40)], iters=(1, 4), dst=(0, 1))
+    run.check()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_alu_source_reuse(seed):
+    rng = random.Random(SEED + 100 + seed)
+    run = Run(CFG, SEED + 100 + seed)
+    rows = [rng.randrange(32) for _ in range(6)]  # few rows: sources repeat and get written
+    for _ in range(10):
+        if rng.random() < 0.15:
+            run.gemm([(rng.choice(rows), 0, 0)], reset=1)
+            continue
+        uops = [(rng.choice(rows), rng.choice(rows)) for _ in range(rng.randint(1, 4))]
+        iters = (rng.randint(1, 3), rng.randint(1, 4))
+        factors = [(rng.randint(0, 1), rng.randint(0, 1)) for _ in range(2)]
+        op = rng.choice([AluOp.ADD, AluOp.MOV, AluOp.MAX, AluOp.MIN])
+        run.alu(op, uops, iters, *factors, imm=None if rng.random() < 0.8 else 3)
+    run.check(transparent_acc=bool(seed % 2))
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # half-built on purpose
 def test_rejects_non_config():
     with pytest.raises(TypeError, match="cfg must be an HwConfig"):
