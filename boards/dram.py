@@ -71,6 +71,16 @@ PRESETS: dict[str, DramModel] = {
         DramModel("ultra96", 40, 24, 16.0, 16,
                   "Ultra96 (ZU3EG): 128-bit S_AXI_HP*_FPD port, LPDDR4, 150-300 MHz fabric "
                   "(estimate)"),
+        DramModel("de10_nano", 40, 24, 8.0, 8,
+                  "DE10-Nano (Cyclone V SoC): FPGA-to-SDRAM port of the HPS controller, 32-bit "
+                  "DDR3-800 (3.2 GB/s peak, shared with the ARM cores), 100 MHz fabric "
+                  "(estimate)"),
+        DramModel("arty_a7", 30, 20, 8.0, 4,
+                  "Arty A7-100T: MIG controller, 16-bit DDR3L-667 (1.33 GB/s peak), 100 MHz "
+                  "fabric, ~60% efficiency (estimate)"),
+        DramModel("ulx3s_sdram", 12, 6, 1.5, 1,
+                  "ULX3S: 16-bit SDR SDRAM clocked with the fabric (2 bytes a cycle peak, row "
+                  "and refresh overheads), one burst at a time (estimate)"),
     )
 }
 DEFAULT = "zynq7020"

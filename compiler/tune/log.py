@@ -3,8 +3,8 @@
 A record names the layer by its *key* (`layer_key`: geometry and epilogue, not the node's name),
 so a record made while tuning one network applies to every layer of the same shape in another.
 It also carries the config ID, the schedule, the measured cycles (None when the candidate failed
-or ran past its cycle limit; `error` says which), the hardware source key and DRAM model it was
-measured on, and the tool versions.
+or ran past its cycle limit; `error` says which), the Verilator model (its cache key: config,
+Verilog, harness and tool) and DRAM model it was measured on, and the tool versions.
 """
 
 from __future__ import annotations

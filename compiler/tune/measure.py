@@ -58,13 +58,14 @@ class Measurer:
 
     def __init__(self, cfg: HwConfig, *, log: str | os.PathLike | None = None,
                  dram: str = DEFAULT, jobs: int | None = None):
-        from sim.rtl import build_library, source_key
+        from sim.rtl import build_library
 
         self.cfg, self.log = cfg, log
         self.dram = dram_model(dram).name
         self.jobs = max(1, jobs or os.cpu_count() or 1)
-        self.hardware = source_key(cfg)
-        build_library(cfg)  # once, before the workers would each try
+        # built once, before the workers would each try; its cache key (config, Verilog,
+        # harness, Verilator) names the hardware the cycles were measured on
+        self.hardware = build_library(cfg).parent.name
         self.known: dict[tuple[str, ConvSchedule], TuningRecord] = {}
         if log is not None and os.path.exists(log):
             for record in read_records(log):

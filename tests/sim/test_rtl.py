@@ -129,11 +129,11 @@ def test_wide_bus_matches_functional_sim():
 def test_dram_latency_changes_cycles_not_results():
     sample = matmul_program(SMALL, 16, 16, 16, seed=1)
     cycles = {}
-    for preset in ("ideal", "zynq7020"):
+    for preset in ("ideal", "zynq7020", "ulx3s_sdram"):
         got, stats, golden, _ = run_both(RtlSim(SMALL, preset), sample.program, sample.dram())
         np.testing.assert_array_equal(got, golden)
         cycles[preset] = stats.cycles
-    assert cycles["ideal"] < cycles["zynq7020"]
+    assert cycles["ideal"] < cycles["zynq7020"] < cycles["ulx3s_sdram"]
 
 
 @pytest.mark.slow
