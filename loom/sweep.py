@@ -1,8 +1,9 @@
 """The hardware sweep: configurations of a board's accelerator against resources, Fmax and latency.
 
 A sweep takes a grid of HwConfig overrides on top of the board's default config and evaluates
-each point in stages, each cached on disk under `DIR/points/<config ID>/` by what it depends on,
-so an interrupted sweep resumes where it stopped and a later sweep with more stages (`--fmax`, a
+each point in stages, each cached on disk under `DIR/points/<config ID>/` by what it depends on
+(the generated Verilog rather than the sources, so unrelated edits keep the cache): an
+interrupted sweep resumes where it stopped, and a later sweep with more stages (`--fmax`, a
 model) reuses the earlier ones:
 
 1. **config**: the overrides must make a valid HwConfig (else the point is `invalid`);
@@ -136,16 +137,17 @@ def evaluate_point(spec: SweepSpec, overrides: dict, out: Path) -> dict:
         cfg = point_config(spec.board, overrides)
     except ConfigError as exc:
         return record | {"status": "invalid", "reason": str(exc)}
-    from sim.rtl import source_key, verilog_text
+    from sim.rtl import verilog_text
 
     board = spec.board
     record |= {"config": cfg.name, "config_id": cfg.config_id_hex,
                "macs_per_cycle": cfg.macs_per_cycle}
     folder = out / "points" / cfg.config_id_hex
-    hardware = source_key(cfg)
+    verilog = verilog_text(cfg)  # cached by hardware source; stages are keyed by its text
+    hardware = _digest(verilog.encode())
 
     synth = _stage(folder, "synth", _digest(hardware, board.family),
-                   lambda: _synthesize(cfg, verilog_text(cfg), board.family))
+                   lambda: _synthesize(cfg, verilog, board.family))
     if not synth["ok"]:
         return record | {"status": "failed", "reason": f"synthesis: {synth['error']}"}
     record |= {k: synth[k] for k in ("lut", "ff", "dsp", "bram")}
