@@ -114,10 +114,16 @@ def main() -> None:
     parser.add_argument("--config", default="default")
     parser.add_argument("--tuning-log", help="compile with the schedules of a tuning log")
     parser.add_argument("--no-rtl", action="store_true", help="skip the Verilator run")
+    parser.add_argument("--export", metavar="PREFIX",
+                        help="only write PREFIX.onnx and its input PREFIX.npz (for loom commands)")
     args = parser.parse_args()
     cfg = load_config(args.config)
     model = ResNetBuilder(0).model()
     image = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
+    if args.export:
+        onnx.save(model, f"{args.export}.onnx")
+        np.savez(f"{args.export}.npz", input=image)
+        return
 
     started = time.perf_counter()
     compiled = compile_model(model, cfg, calib={"input": image}, tuning_log=args.tuning_log)
