@@ -21,6 +21,7 @@ from compiler.lower import lower_conv
 from compiler.model_file import CompiledModel
 from compiler.passes import fold_batchnorm, fold_constants, fuse_gemm_layout, remove_identities
 from compiler.quantize import QOPERATORS, calibrate, from_qdq, quantize_graph
+from compiler.runtime import split_batches
 from compiler.schedule import ConvSchedule
 from compiler.tap_packing import pack_taps
 from compiler.tune.log import best_schedules, layer_key, read_records
@@ -84,12 +85,7 @@ def calibration_samples(graph: Graph, calib: dict[str, np.ndarray] | None) -> li
         raise CompileError(
             f"calibration data lacks input {missing[0]}; it has {', '.join(calib) or 'nothing'}"
         )
-    batch = graph.values[graph.inputs[0]].shape[0]
-    count = len(calib[graph.inputs[0]])
-    return [
-        {name: np.asarray(calib[name][i:i + batch], dtype=np.float32) for name in graph.inputs}
-        for i in range(0, count - batch + 1, batch)
-    ]
+    return split_batches(graph, calib)
 
 
 def prepare_graph(

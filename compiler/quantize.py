@@ -505,6 +505,10 @@ class _FloatQuantizer:
         if op in (Op.QUANTIZE, Op.DEQUANTIZE) or node.attrs.get("onnx_op") in QOPERATORS:
             raise CompileError("the model is already quantized: import it with from_qdq")
         consts = [bool(n) and src.values[n].const is not None for n in node.inputs]
+        data = [src.values[n] for n, c in zip(node.inputs, consts, strict=True) if n and not c]
+        if any(not np.issubdtype(np.dtype(v.dtype), np.floating) for v in data):
+            b.host(node)  # integer tensors of the model itself: calibration gives them no scale
+            return
         conv = op == Op.CONV and _conv_runs_on_qconv(node)
         gemm = op == Op.GEMM and not consts[0] and _canonical_gemm(src, node)
         if (conv or gemm) and all(consts[1:]):

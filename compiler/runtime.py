@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from compiler.ir import Node
+from compiler.ir import CompileError, Graph, Node
 from compiler.lower import LoweredConv
 from compiler.model_file import CompiledModel
 from compiler.qreference import run_integer
@@ -124,6 +124,35 @@ def run_model(
     return outputs, report
 
 
+def split_batches(graph: Graph, inputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Inputs as a list of feeds of the graph's input shapes, split along axis 0.
+
+    Each input stacks the same number of arrays of its compiled shape along axis 0; inputs of
+    rank 0 or with an empty first dimension are given whole and go to every feed.
+    """
+    arrays = {name: np.asarray(inputs[name]) for name in graph.inputs if name in inputs}
+    sizes, counts = {}, {}
+    for name in graph.inputs:
+        if name not in arrays:
+            raise CompileError(f"graph input {name} is missing (got {', '.join(inputs) or 'none'})")
+        shape, array = tuple(graph.values[name].shape), arrays[name]
+        if not shape or not shape[0]:
+            if array.shape != shape:
+                raise CompileError(f"input {name} has shape {array.shape}, not {shape}")
+            continue
+        if array.ndim != len(shape) or array.shape[1:] != shape[1:] or len(array) % shape[0]:
+            raise CompileError(f"input {name} has shape {array.shape}; it must stack arrays of "
+                               f"the compiled shape {shape} along axis 0")
+        sizes[name], counts[name] = shape[0], len(array) // shape[0]
+    if len(set(counts.values())) > 1:
+        raise CompileError(f"inputs hold different numbers of batches: {counts}")
+    return [
+        {name: array[k * sizes[name]:(k + 1) * sizes[name]] if name in sizes else array
+         for name, array in arrays.items()}
+        for k in range(next(iter(counts.values()), 1))
+    ]
+
+
 def run_batches(
     model: CompiledModel, inputs: dict[str, np.ndarray], backend: str = "functional",
     dram: str | None = None,
@@ -133,17 +162,13 @@ def run_batches(
     The report sums each node's MACs, bytes and cycles over the chunks.
     """
     runner = Backend(backend, model, dram)
-    batch = model.graph.values[model.graph.inputs[0]].shape[0]
-    count = len(next(iter(inputs.values())))
-    if count % batch:
-        raise LoomError(f"{count} samples are not a multiple of the compiled batch {batch}")
     chunks, total = [], None
-    for start in range(0, count, batch):
-        outputs, report = run_model(
-            model, {k: v[start:start + batch] for k, v in inputs.items()}, runner
-        )
+    for feeds in split_batches(model.graph, inputs):
+        outputs, report = run_model(model, feeds, runner)
         chunks.append(outputs)
         total = report if total is None else _add_reports(total, report)
+    if len(chunks) == 1:  # outputs of any rank, scalars included
+        return chunks[0], total
     merged = {name: np.concatenate([c[name] for c in chunks]) for name in model.graph.outputs}
     return merged, total
 

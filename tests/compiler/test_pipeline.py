@@ -5,13 +5,16 @@ from importlib import resources
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from compiler.frontend import import_onnx
 from compiler.ir import CompileError, Op
 from compiler.model_file import CompiledModel
 from compiler.pipeline import accelerated_layers, compile_model, prepare_graph
 from compiler.qreference import run_integer
+from compiler.reference import run_float
 from compiler.runtime import run_batches
 from compiler.schedule import ConvSchedule
 from compiler.tune.log import layer_key
@@ -110,3 +113,50 @@ def test_a_malformed_tuning_log_is_one_error(digits, tmp_path):
 def test_calibration_data_must_name_the_inputs():
     with pytest.raises(CompileError, match="calibration data lacks input input"):
         compile_model(DIGITS, load_config("small"), calib={"x": np.zeros((2, 1, 8, 8))})
+
+
+def _one_node(op: str, inputs: dict, output: tuple, consts: dict | None = None, **attrs):
+    """A one-node model: inputs and output as {name: (elem_type, shape)}, constants by name."""
+    consts = consts or {}
+    graph = helper.make_graph(
+        [helper.make_node(op, [*inputs, *consts], ["y"], **attrs)], "one",
+        [helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()],
+        [helper.make_tensor_value_info("y", *output)],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+FLOAT = TensorProto.FLOAT
+ODD_INPUTS = {  # models whose inputs or outputs do not all lead with the batch dimension
+    "weight input": (_one_node("MatMul", {"a": (FLOAT, (5, 3)), "b": (FLOAT, (3, 4))},
+                               (FLOAT, (5, 4))), {"a": (5, 3), "b": (3, 4)}),
+    "scalar input": (_one_node("Add", {"a": (FLOAT, (2, 3)), "b": (FLOAT, ())},
+                               (FLOAT, (2, 3))), {"a": (2, 3), "b": ()}),  # a QADD: 1% error
+    "scalar output": (_one_node("MatMul", {"a": (FLOAT, (3,)), "b": (FLOAT, (3,))},
+                                (FLOAT, ())), {"a": (3,), "b": (3,)}),
+    "empty input": (_one_node("Reshape", {"a": (FLOAT, (0, 3, 4))}, (FLOAT, (3, 4, 0)),
+                              {"s": np.array([3, 4, 0])}, allowzero=1), {"a": (0, 3, 4)}),
+    "no input": (helper.make_model(helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value_float=2.0)], "c", [],
+        [helper.make_tensor_value_info("y", FLOAT, ())]),
+        opset_imports=[helper.make_opsetid("", 17)]), {}),
+}
+
+
+@pytest.mark.filterwarnings("ignore:no calibration data")
+@pytest.mark.parametrize("case", ODD_INPUTS)
+def test_inputs_and_outputs_without_a_batch_dimension(case):
+    """Inputs are split along axis 0 by their own compiled shapes; rank-0 ones go whole."""
+    model, shapes = ODD_INPUTS[case]
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.random(s).astype(np.float32) for n, s in shapes.items()}
+    compiled = compile_model(model, load_config("small"), calib=feeds or None)
+    got, _ = run_batches(compiled, feeds)
+    want = run_float(import_onnx(model), feeds)
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6 if case != "scalar input" else 0.02)
+    if case == "weight input":  # two batches: every input stacks two of its compiled shapes
+        twice = {n: np.concatenate([a, 2 * a]) for n, a in feeds.items()}
+        got, _ = run_batches(compiled, twice)
+        np.testing.assert_allclose(got["y"][5:], 4 * want["y"], rtol=1e-6)
+        with pytest.raises(CompileError, match="different numbers of batches"):
+            run_batches(compiled, {"a": twice["a"], "b": feeds["b"]})

@@ -88,6 +88,24 @@ def small_cnn() -> onnx.ModelProto:
     return b.model([b.gemm(b.op("Flatten", [x]), 4)])
 
 
+@pytest.mark.parametrize("op", ["Add", "MaxPool"])
+def test_integer_tensors_of_a_float_model_stay_on_the_host(op):
+    """Ops on the model's own integer tensors (which calibration gives no scale) run on the host,
+    exactly, instead of failing for want of a calibration range."""
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, (1, 1, 4, 4))
+    shape = (1, 1, 4, 4) if op == "Add" else (1, 1, 3, 3)
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, shape)
+    node = (helper.make_node("Add", ["x", "x"], ["y"]) if op == "Add" else
+            helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2]))
+    model = helper.make_model(helper.make_graph([node], "int", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph = front(model)
+    feeds = {"x": np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4) * 9}
+    q = quantize_graph(graph, calibrate(graph, [feeds]), DEFAULT)
+    assert ops(q) == ops(graph)
+    np.testing.assert_array_equal(run_integer(q, feeds)["y"], run_float(graph, feeds)["y"])
+
+
 def test_quantize_graph_rewrites_each_op():
     """Before/Expected: QUANTIZE, QCONV with the Relu fused, QMAXPOOL, Flatten on integers, the
     Gemm as a 1x1 QCONV between reshapes, DEQUANTIZE to the original output name."""
