@@ -6,7 +6,12 @@ Both `quantize_graph` (post-training quantization of a float graph with calibrat
 - The graph maps float inputs to float outputs under the original names: a QUANTIZE node
   (QuantizeLinear) turns each graph input into integers and a DEQUANTIZE node turns each output
   back. Every integer Value carries per-tensor QuantParams: signed `bits`-wide lanes (stored as
-  int8), named after the source tensor they hold plus "_q".
+  int8), named after the source tensor they hold plus "_q". Graph inputs and outputs keep the
+  model's types: an integer input read through a DequantizeLinear is dequantized on the host and
+  quantized again (exactly) into Loom's form, and Loom's integers leave as the model's integer
+  output type through a DEQUANTIZE and a host QuantizeLinear. Ops on the model's own integer
+  tensors, and quantizations into types Loom does not hold whose integers only leave the graph,
+  run on the host as the model says.
 - Conv, and Gemm/MatMul by constant weights, each with bias and a following Relu/Clip, become one
   QCONV (attributes in `compiler.ir.QCONV_ATTRS`). Gemm/MatMul run as a 1x1 convolution: a
   RESHAPE makes the (N, K) input (N, K, 1, 1), the QCONV has weights (M, K, 1, 1), and a RESHAPE
@@ -266,14 +271,21 @@ class _Builder:
         if value.const is not None:
             self.graph.values[src_name] = copy.deepcopy(value)
         elif src_name in self.qname:
-            if not np.issubdtype(np.dtype(value.dtype), np.floating):
-                raise CompileError(f"value {src_name} is an integer tensor of the model; Loom "
-                                   f"returns it as floats only through a DequantizeLinear")
             q = self.qname[src_name]
-            self.graph.values[src_name] = Value(src_name, value.shape, value.dtype)
+            integer = not np.issubdtype(np.dtype(value.dtype), np.floating)
+            real = self.fresh(f"{src_name}_float") if integer else src_name
+            dtype = "float32" if integer else value.dtype
+            self.graph.values[real] = Value(real, value.shape, dtype)
             self.emit(Op.DEQUANTIZE, f"{src_name}_dequantize",
-                      [q, *self._qdq_consts(self.quant(q), q)], [src_name],
-                      {"axis": 1, "dtype": value.dtype})
+                      [q, *self._qdq_consts(self.quant(q), q)], [real],
+                      {"axis": 1, "dtype": dtype})
+            if integer:  # the model's own integers (uint8 ones are stored q - 128): exact
+                self.graph.values[src_name] = Value(src_name, value.shape, value.dtype)
+                quant = self.quant(q)
+                zero = int(_scalar(quant.zero_point)) + (128 if value.dtype == "uint8" else 0)
+                scale = self.const(f"{src_name}_scale", np.asarray(quant.scale, np.float32))
+                zero = self.const(f"{src_name}_zero_point", np.asarray(zero, value.dtype))
+                self.onnx_host("QuantizeLinear", src_name, [real, scale, zero], src_name)
         else:
             raise CompileError(f"value {src_name} is neither a float nor a quantized tensor")
         self.floats.add(src_name)
@@ -305,12 +317,16 @@ class _Builder:
                              self.quant(x))
         widths = self.const(f"{out}_pads", np.array([0, 0, top, left, 0, 0, bottom, right]))
         fill = self.const(f"{out}_value", np.array(value, dtype=INT_DTYPE))
-        proto = helper.make_node("Pad", [x, widths, fill], [out], mode="constant")
-        self.emit(Op.HOST, f"{base}_pad", [x, widths, fill], [out], {
-            "onnx_op": "Pad", "onnx_domain": "", "onnx_node": proto.SerializeToString(),
+        self.onnx_host("Pad", base, [x, widths, fill], out, mode="constant")
+        return out
+
+    def onnx_host(self, op_type: str, base: str, inputs: list[str], out: str, **attrs) -> None:
+        """A HOST node running the ONNX op (opset 18) with onnx.reference."""
+        proto = helper.make_node(op_type, inputs, [out], **attrs)
+        self.emit(Op.HOST, f"{base}_{op_type.lower()}", inputs, [out], {
+            "onnx_op": op_type, "onnx_domain": "", "onnx_node": proto.SerializeToString(),
             "opsets": {"": 18}, "fallback": False,
         })
-        return out
 
     def qconv(
         self, name: str, out: str, x: str, weights: np.ndarray, w_scale: np.ndarray,
@@ -402,9 +418,17 @@ class _Builder:
         return out
 
     def finish(self) -> Graph:
-        """Give every graph output as floats under its name; verify and return the graph."""
+        """Give every graph output under its name in its type, drop nodes nothing reads (the
+        quantization of an input only host ops read); verify and return the graph."""
         for name in self.src.outputs:
             self.float_of(name)
+        read, live = set(self.graph.outputs), []
+        for node in reversed(self.graph.nodes):
+            if read.intersection(node.outputs):
+                live.append(node)
+                read.update(node.inputs)
+        self.graph.nodes = live[::-1]
+        drop_unused(self.graph)
         self.graph.verify()
         return self.graph
 
@@ -688,6 +712,9 @@ class _QdqImporter:
         if self._const(x) is not None:
             self.weights[out] = node
             return
+        if x not in self.b.qname and x in self.src.inputs:
+            self._quantized_input(node)
+            return
         if x not in self.b.qname:
             raise CompileError(f"dequantizes {x}, which no QuantizeLinear produced")
         q = self.b.quant(self.b.qname[x])
@@ -697,10 +724,25 @@ class _QdqImporter:
             raise CompileError(f"dequantizes {x} with other parameters than it was quantized")
         self.b.qname[out] = self.b.qname[x]
 
+    def _quantized_input(self, node: Node) -> None:
+        """DequantizeLinear of an integer graph input: in float on the host, quantized again
+        (exactly) in Loom's form when quantized ops read it."""
+        self._host(node)
+        out = node.outputs[0]
+        if any(reader.op != Op.DEQUANTIZE for reader in self.src.consumers(out)):
+            self.b.qname[out] = self.b.quantize(out, self._qparams(node), out)
+
     def _quantize(self, node: Node) -> None:
         """A QuantizeLinear: completes a pending op, requantizes, or quantizes a float."""
         b, x, out = self.b, node.inputs[0], node.outputs[0]
-        yq = self._qparams(node)
+        try:
+            yq = self._qparams(node)
+        except CompileError:
+            readers = {reader.op for reader in self.src.consumers(out)}
+            if x in self.pending or x in b.qname or Op.DEQUANTIZE in readers:
+                raise
+            self._host(node)  # a float to integers that only leave the graph or go to host ops
+            return
         clip = _signed_range(8)
         if x in self.pending:
             b.qname[out] = self._emit(self.pending[x], out, yq, clip)

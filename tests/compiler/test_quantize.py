@@ -518,3 +518,51 @@ def test_calibrate_needs_samples():
     """Calibration with no samples is an error, not empty ranges."""
     with pytest.raises(CompileError, match="at least one"):
         calibrate(front(small_cnn()), [])
+
+
+def _qdq_matmul(in_type: int, out_type: int) -> onnx.ModelProto:
+    """x (integers) -> DequantizeLinear -> MatMul by symmetric int8 weights -> QuantizeLinear."""
+    np_in, np_out = (helper.tensor_dtype_to_np_dtype(t).type for t in (in_type, out_type))
+    w = np.random.default_rng(3).integers(-127, 128, (4, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("xs", np.float32(0.05)), ("xz", np_in(3)), ("w", w), ("ws", np.float32(0.01)),
+        ("wz", np.int8(0)), ("ys", np.float32(0.02)), ("yz", np_out(5))]]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"]),
+             helper.make_node("MatMul", ["xf", "wf"], ["yf"]),
+             helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", in_type, (2, 4))],
+                              [helper.make_tensor_value_info("y", out_type, (2, 3))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+@pytest.mark.parametrize("in_type", [TensorProto.INT8, TensorProto.UINT8])
+@pytest.mark.parametrize("out_type", [TensorProto.INT8, TensorProto.UINT8])
+def test_integer_inputs_and_outputs_of_a_qdq_model(in_type, out_type):
+    """An integer graph input read through a DequantizeLinear feeds a QCONV; an integer graph
+    output comes back in its own type (uint8 above 127 too), within one quantum of the model."""
+    model = _qdq_matmul(in_type, out_type)
+    info = np.iinfo(helper.tensor_dtype_to_np_dtype(in_type))
+    x = np.random.default_rng(4).integers(info.min, info.max + 1, (2, 4)).astype(info.dtype)
+    q = from_qdq(front(model))
+    assert Op.QCONV in ops(q)
+    got, want = run_integer(q, {"x": x})["y"], run_float(front(model), {"x": x})["y"]
+    assert got.dtype == want.dtype and np.abs(got.astype(int) - want).max() <= 1
+    if out_type == TensorProto.UINT8:
+        assert want.max() > 127
+
+
+def test_quantizing_into_integers_loom_does_not_hold_runs_on_the_host():
+    """A QuantizeLinear of a float into an int16 graph output runs on the host, exactly."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(0.01), "s"),
+             numpy_helper.from_array(np.uint16(30000), "z")]
+    graph = helper.make_graph(nodes, "q16", [helper.make_tensor_value_info("x", 1, (1, 4))],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT16, (1, 4))],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.array([[-3.0, 0.0, 1.5, 400.0]], np.float32)
+    q = from_qdq(front(model))
+    assert ops(q) == [Op.QUANTIZE]
+    np.testing.assert_array_equal(run_integer(q, {"x": x})["y"], run_float(front(model),
+                                                                           {"x": x})["y"])
