@@ -63,8 +63,13 @@ def node_cases() -> dict[str, tuple[str, Path]]:
 CASES = node_cases()
 
 
-def load_case(folder: Path) -> tuple[onnx.ModelProto, list[tuple[dict, list[np.ndarray]]]]:
-    """The (adapted) model and its data sets as (feeds by input name, expected outputs)."""
+def load_case(
+    folder: Path, frozen_inputs: dict[str, tuple[int, ...]] = FROZEN_INPUTS,
+) -> tuple[onnx.ModelProto, list[tuple[dict, list[np.ndarray]]]]:
+    """The (adapted) model and its data sets as (feeds by input name, expected outputs).
+
+    Inputs at the positions `frozen_inputs` gives for the node's op become initializers.
+    """
     model = onnx.load(folder / "model.onnx")
     if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < MIN_OPSET:
         model = onnx.version_converter.convert_version(model, MIN_OPSET)
@@ -73,7 +78,7 @@ def load_case(folder: Path) -> tuple[onnx.ModelProto, list[tuple[dict, list[np.n
     sets = [(dict(zip(names, _tensors(d, "input", graph.input), strict=True)),
              _tensors(d, "output", graph.output)) for d in sorted(folder.glob("test_data_set_*"))]
     node = model.graph.node[0]
-    frozen = [node.input[i] for i in FROZEN_INPUTS.get(node.op_type, ())
+    frozen = [node.input[i] for i in frozen_inputs.get(node.op_type, ())
               if i < len(node.input) and node.input[i] in names]
     if frozen:
         feeds = sets[0][0]
