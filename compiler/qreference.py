@@ -149,9 +149,10 @@ def run_node(graph: Graph, node: Node, args: list, acc_bits: int = 32) -> list[n
         (out,) = node.outputs
         return [INTEGER_KERNELS[node.op](node, args, acc_bits).astype(graph.values[out].dtype)]
     results = reference.run_node(node, args)
-    if node.op == Op.QUANTIZE and np.dtype(node.attrs["dtype"]).kind == "i":
+    quant = graph.values[node.outputs[0]].quant if node.op == Op.QUANTIZE else None
+    if quant is not None and np.dtype(node.attrs["dtype"]).kind == "i":
         # QuantizeLinear saturates to its storage type; Loom's narrower lanes saturate too.
-        bits = graph.values[node.outputs[0]].quant.bits
+        bits = quant.bits
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         results = [np.clip(results[0], lo, hi).astype(results[0].dtype)]
     return results

@@ -552,17 +552,25 @@ def test_integer_inputs_and_outputs_of_a_qdq_model(in_type, out_type):
         assert want.max() > 127
 
 
-def test_quantizing_into_integers_loom_does_not_hold_runs_on_the_host():
-    """A QuantizeLinear of a float into an int16 graph output runs on the host, exactly."""
+@pytest.mark.parametrize("zero", [np.uint16(30000), np.int16(-5)])
+@pytest.mark.parametrize("scale_is_input", [False, True])
+def test_quantizing_into_integers_loom_does_not_hold_runs_on_the_host(zero, scale_is_input):
+    """A QuantizeLinear of a float into 16-bit integers, or by a scale given as an input, that
+    only leave the graph runs on the host, exactly (unsigned results above the signed range too).
+    """
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])]
-    inits = [numpy_helper.from_array(np.float32(0.01), "s"),
-             numpy_helper.from_array(np.uint16(30000), "z")]
-    graph = helper.make_graph(nodes, "q16", [helper.make_tensor_value_info("x", 1, (1, 4))],
-                              [helper.make_tensor_value_info("y", TensorProto.UINT16, (1, 4))],
-                              inits)
+    scale = np.float32(0.01)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 4))]
+    if scale_is_input:
+        inputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, ()))
+    inits = [numpy_helper.from_array(zero, "z"),
+             *([] if scale_is_input else [numpy_helper.from_array(scale, "s")])]
+    out_type = helper.np_dtype_to_tensor_dtype(zero.dtype)
+    graph = helper.make_graph(nodes, "q16", inputs,
+                              [helper.make_tensor_value_info("y", out_type, (1, 4))], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    x = np.array([[-3.0, 0.0, 1.5, 400.0]], np.float32)
+    feeds = {"x": np.array([[-3.0, 0.0, 1.5, 400.0]], np.float32),
+             **({"s": scale} if scale_is_input else {})}
     q = from_qdq(front(model))
     assert ops(q) == [Op.QUANTIZE]
-    np.testing.assert_array_equal(run_integer(q, {"x": x})["y"], run_float(front(model),
-                                                                           {"x": x})["y"])
+    np.testing.assert_array_equal(run_integer(q, feeds)["y"], run_float(front(model), feeds)["y"])

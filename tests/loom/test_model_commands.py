@@ -1,9 +1,12 @@
 """`loom compile` and `loom run` on the bundled digits CNN, and their one-line errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from compiler.pipeline import compile_model
 from isa import load_config
@@ -72,3 +75,36 @@ def test_bad_input_is_one_line(capsys, data, argv, fragment):
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], err
+
+
+NODE_TESTS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
+
+
+@pytest.mark.parametrize(("test", "fragment"), [
+    ("test_constant", None),  # no graph input
+    ("test_dropout_default_ratio", None),  # a rank-0 input
+    ("test_gemm_default_scalar_bias", None),  # weights given as inputs
+    ("test_matmul_1d_1d", None),  # a scalar output
+    ("test_reshape_allowzero_reordered", "non-constant shape"),  # an empty input
+    ("test_maxpool_2d_uint8", None),  # an integer tensor of a float model
+    ("test_batchnorm_example", None),
+    ("test_qlinearmatmul_2D_uint8_float32", "node QLinearMatMul_0_dequantize (DequantizeLinear)"),
+])
+def test_compiling_onnx_node_tests_never_shows_a_traceback(capsys, tmp_path, test, fragment):
+    """ONNX node-test models, calibrated on their inputs, compile or fail with one line naming
+    the node (no traceback)."""
+    folder = NODE_TESTS / test
+    model = onnx.load(folder / "model.onnx")
+    files = sorted(folder.glob("test_data_set_0/input_*"))  # fewer than 10 in these tests
+    inputs = {i.name: numpy_helper.to_array(onnx.load_tensor(str(f)))
+              for i, f in zip(model.graph.input, files, strict=True)}
+    np.savez(tmp_path / "calib.npz", **inputs)
+    batch = next((len(a) for a in inputs.values() if a.ndim and len(a)), 1)
+    code, _, err = run(capsys, "compile", str(folder / "model.onnx"), "--config", "small",
+                       "--calib", str(tmp_path / "calib.npz"), "--batch", str(batch),
+                       "-o", str(tmp_path / "m.loom"))
+    if fragment is None:
+        assert code == 0, err
+    else:
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and fragment in lines[0], err
