@@ -414,6 +414,11 @@ class _Importer:
         g = proto.graph
         self.types = {v.name: v.type for v in [*g.input, *g.value_info, *g.output]}
         self.read = {n for node in g.node for n in node.input} | {o.name for o in g.output}
+        self.first_reader: dict[str, str] = {}  # value -> "node N (Op)" of its first reader
+        for index, node in enumerate(g.node):
+            for name in node.input:
+                self.first_reader.setdefault(
+                    name, f"node {node.name or f'{node.op_type}_{index}'} ({node.op_type})")
         self.graph = Graph({}, [], [], [o.name for o in g.output], g.name or "model")
         self.removable: list[Node] = []
 
@@ -450,9 +455,14 @@ class _Importer:
         """A constant Value of a numpy-native type."""
         if str(array.dtype) not in DTYPES.values():
             raise CompileError(
-                f"constant {name} has element type {array.dtype}; {_SUPPORTED_TYPES}"
+                f"{self._read_by(name)}constant {name} has element type {array.dtype}; "
+                f"{_SUPPORTED_TYPES}"
             )
         return Value(name, array.shape, str(array.dtype), const=array)
+
+    def _read_by(self, name: str) -> str:
+        """'node N (Op): ' of the first node reading a value, for messages ('' if none)."""
+        return f"{self.first_reader[name]}: " if name in self.first_reader else ""
 
     def _value(self, name: str, graph_input: bool = False) -> Value:
         """A non-constant Value from the inferred type; static numeric tensors only."""
@@ -464,7 +474,8 @@ class _Importer:
         tensor = self.types[name].tensor_type
         if tensor.elem_type not in DTYPES:
             type_name = TensorProto.DataType.Name(tensor.elem_type)
-            raise CompileError(f"value {name} has element type {type_name}; {_SUPPORTED_TYPES}")
+            raise CompileError(f"{self._read_by(name)}value {name} has element type "
+                               f"{type_name}; {_SUPPORTED_TYPES}")
         dims = _dims(tensor.shape.dim) if tensor.HasField("shape") else None
         if dims is None or not all(isinstance(d, int) for d in dims):
             if graph_input:

@@ -324,12 +324,14 @@ def test_malformed_files(tmp_path):
 
 
 def test_unsupported_element_type():
-    """Values of types numpy cannot hold natively (bfloat16, int4, float8) are rejected."""
+    """Values of types numpy cannot hold natively (bfloat16, int4, float8) are rejected, naming
+    the node that reads them."""
     x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x],
                               [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    assert compile_error(model).startswith("value x has element type BFLOAT16; supported: float32")
+    assert compile_error(model).startswith(
+        "node Relu_0 (Relu): value x has element type BFLOAT16; supported: float32")
 
 
 def test_node_names_are_unique():
