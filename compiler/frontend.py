@@ -470,7 +470,8 @@ class _Importer:
             raise CompileError(f"{self.label}: the type of {name} cannot be inferred")
         if not self.types[name].HasField("tensor_type"):
             kind = self.types[name].WhichOneof("value")
-            raise CompileError(f"value {name} has {kind}, not a tensor type; Loom needs tensors")
+            raise CompileError(f"{self._read_by(name)}value {name} has {kind}, not a tensor "
+                               f"type; Loom needs tensors")
         tensor = self.types[name].tensor_type
         if tensor.elem_type not in DTYPES:
             type_name = TensorProto.DataType.Name(tensor.elem_type)
