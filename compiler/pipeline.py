@@ -85,7 +85,7 @@ def calibration_samples(graph: Graph, calib: dict[str, np.ndarray] | None) -> li
         raise CompileError(
             f"calibration data lacks input {missing[0]}; it has {', '.join(calib) or 'nothing'}"
         )
-    return split_batches(graph, calib)
+    return split_batches(graph, calib, drop_partial=True)
 
 
 def prepare_graph(

@@ -124,11 +124,14 @@ def run_model(
     return outputs, report
 
 
-def split_batches(graph: Graph, inputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+def split_batches(
+    graph: Graph, inputs: dict[str, np.ndarray], drop_partial: bool = False,
+) -> list[dict[str, np.ndarray]]:
     """Inputs as a list of feeds of the graph's input shapes, split along axis 0.
 
-    Each input stacks the same number of arrays of its compiled shape along axis 0; inputs of
-    rank 0 or with an empty first dimension are given whole and go to every feed.
+    Each input stacks the same number of arrays of its compiled shape along axis 0 (a partial
+    last one is dropped with `drop_partial`, else an error); inputs of rank 0 or with an empty
+    first dimension are given whole and go to every feed.
     """
     arrays = {name: np.asarray(inputs[name]) for name in graph.inputs if name in inputs}
     sizes, counts = {}, {}
@@ -140,7 +143,8 @@ def split_batches(graph: Graph, inputs: dict[str, np.ndarray]) -> list[dict[str,
             if array.shape != shape:
                 raise CompileError(f"input {name} has shape {array.shape}, not {shape}")
             continue
-        if array.ndim != len(shape) or array.shape[1:] != shape[1:] or len(array) % shape[0]:
+        partial = len(array) % shape[0] and not drop_partial
+        if array.ndim != len(shape) or array.shape[1:] != shape[1:] or partial:
             raise CompileError(f"input {name} has shape {array.shape}; it must stack arrays of "
                                f"the compiled shape {shape} along axis 0")
         sizes[name], counts[name] = shape[0], len(array) // shape[0]

@@ -160,3 +160,7 @@ def test_inputs_and_outputs_without_a_batch_dimension(case):
         np.testing.assert_allclose(got["y"][5:], 4 * want["y"], rtol=1e-6)
         with pytest.raises(CompileError, match="different numbers of batches"):
             run_batches(compiled, {"a": twice["a"], "b": feeds["b"]})
+        with pytest.raises(CompileError, match=r"stack arrays of the compiled shape \(5, 3\)"):
+            run_batches(compiled, {"a": twice["a"][:7], "b": feeds["b"]})
+        # Calibration drops a partial last batch.
+        compile_model(model, load_config("small"), calib={"a": twice["a"][:7], "b": feeds["b"]})
