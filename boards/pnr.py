@@ -100,7 +100,7 @@ def nextpnr_device_args(board: Board) -> list[str]:
             "--speed", speed]
 
 
-def _run(tool: str, args: list[str], cwd: Path, deadline: float, what: str) -> None:
+def run_tool(tool: str, args: list[str], cwd: Path, deadline: float, what: str) -> None:
     """Run a YoWASP tool in `cwd` until `deadline` (time.monotonic); ToolError on failure."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -133,12 +133,12 @@ def run_flow(verilog: str, top: str, board: Board, work: Path, *, timeout_s: flo
     deadline = started + timeout_s
     script = (f"read_verilog design.v; {synth_command('ecp5', top, use_dsp=use_dsp)}; "
               "write_json design.json")
-    _run("yosys", ["-q", "-l", "yosys.log", "-p", script], work, deadline, what)
+    run_tool("yosys", ["-q", "-l", "yosys.log", "-p", script], work, deadline, what)
     synth_done = time.monotonic()
     pins = ["--lpf", "design.lpf"] if lpf else ["--lpf-allow-unconstrained"]
     if lpf:
         (work / "design.lpf").write_text(lpf)
-    _run("nextpnr-ecp5", [*device, "--json", "design.json", "--freq", f"{target:g}", *pins,
+    run_tool("nextpnr-ecp5", [*device, "--json", "design.json", "--freq", f"{target:g}", *pins,
                           "--timing-allow-fail", "--report", "report.json", "--textcfg",
                           "design.config", "--threads", str(jobs), "-l", "nextpnr.log", "-q"],
          work, deadline, what)

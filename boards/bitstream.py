@@ -1,0 +1,60 @@
+"""A ULX3S-85F bitstream of the accelerator: Verilog of `Ulx3sTop`, synth, PnR, ecppack.
+
+`build_bitstream(board, out_dir, timeout_s=...)` writes `loom_ulx3s.bit` and `bitstream.json`
+(the report: Fmax against the 25 MHz clock, utilisation, seconds per step, the memory size and
+the UART rate) into `out_dir`, with the Verilog, the pin constraints and the nextpnr log beside
+them. Only the ULX3S-85F has a board top.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from boards.boards import Board
+from boards.pnr import run_flow, run_tool
+from boards.ulx3s import CLOCK_HZ, DEFAULT_BAUD, DEFAULT_MEMORY_BYTES, TOP_NAME, Ulx3sTop
+from isa.config import HwConfig
+from isa.errors import ToolError
+
+BITSTREAM_BOARDS = ("ulx3s_85f",)
+LPF = Path(__file__).with_name("data") / "ulx3s_85f.lpf"
+
+
+def build_bitstream(board: Board, out_dir: str | Path, *, timeout_s: float = 1800,
+                    cfg: HwConfig | None = None, use_dsp: bool = True) -> dict:
+    """Build the board's bitstream for `cfg` (default: the board's config); return the report.
+
+    Raises PnrTimeout past `timeout_s`, ToolError when a tool fails or the board has no top.
+    """
+    if board.name not in BITSTREAM_BOARDS:
+        raise ToolError(f"no bitstream top for {board.name}; boards with one: "
+                        f"{', '.join(BITSTREAM_BOARDS)}")
+    cfg = board.default_config if cfg is None else cfg
+    out = Path(out_dir)
+    started = time.monotonic()
+    text = verilog.convert(Ulx3sTop(cfg), name=TOP_NAME, emit_src=False)
+    generated = time.monotonic()
+    result = run_flow(text, TOP_NAME, board, out, timeout_s=timeout_s - (generated - started),
+                      use_dsp=use_dsp, lpf=LPF.read_text(), target_mhz=CLOCK_HZ / 1e6)
+    bit = f"{TOP_NAME}.bit"
+    run_tool("ecppack", ["--compress", "design.config", bit], out,
+         started + timeout_s, f"bitstream of {board.name}")
+    finished = time.monotonic()
+    result.seconds |= {"verilog": round(generated - started, 1),
+                       "ecppack": round(finished - started - result.seconds["total"]
+                                        - (generated - started), 1),
+                       "total": round(finished - started, 1)}
+    report = result.to_dict() | {
+        "design": TOP_NAME, "config": cfg.name, "config_id": cfg.config_id_hex,
+        "macs_per_cycle": cfg.macs_per_cycle, "clock_mhz": CLOCK_HZ / 1e6,
+        "memory_bytes": DEFAULT_MEMORY_BYTES, "baud": DEFAULT_BAUD,
+        "bitstream": str(out / bit), "bitstream_bytes": (out / bit).stat().st_size,
+    }
+    report["peak_macs_per_s"] = cfg.macs_per_cycle * CLOCK_HZ
+    (out / "design.json").unlink(missing_ok=True)  # the netlist is large and reproducible
+    (out / "bitstream.json").write_text(json.dumps(report, indent=1))
+    return report
