@@ -24,6 +24,13 @@ BITSTREAM_BOARDS = ("ulx3s_85f",)
 LPF = Path(__file__).with_name("data") / "ulx3s_85f.lpf"
 
 
+def pack_bitstream(work: Path, name: str, *, deadline: float) -> Path:
+    """Pack the `design.config` that `run_flow` left in `work` into `work/<name>.bit`."""
+    run_tool("ecppack", ["--compress", "design.config", f"{name}.bit"], work, deadline,
+             f"bitstream of {name}")
+    return work / f"{name}.bit"
+
+
 def build_bitstream(board: Board, out_dir: str | Path, *, timeout_s: float = 1800,
                     cfg: HwConfig | None = None, use_dsp: bool = True) -> dict:
     """Build the board's bitstream for `cfg` (default: the board's config); return the report.
@@ -40,9 +47,7 @@ def build_bitstream(board: Board, out_dir: str | Path, *, timeout_s: float = 180
     generated = time.monotonic()
     result = run_flow(text, TOP_NAME, board, out, timeout_s=timeout_s - (generated - started),
                       use_dsp=use_dsp, lpf=LPF.read_text(), target_mhz=CLOCK_HZ / 1e6)
-    bit = f"{TOP_NAME}.bit"
-    run_tool("ecppack", ["--compress", "design.config", bit], out,
-         started + timeout_s, f"bitstream of {board.name}")
+    bit = pack_bitstream(out, TOP_NAME, deadline=started + timeout_s)
     finished = time.monotonic()
     result.seconds |= {"verilog": round(generated - started, 1),
                        "ecppack": round(finished - started - result.seconds["total"]
@@ -52,7 +57,7 @@ def build_bitstream(board: Board, out_dir: str | Path, *, timeout_s: float = 180
         "design": TOP_NAME, "config": cfg.name, "config_id": cfg.config_id_hex,
         "macs_per_cycle": cfg.macs_per_cycle, "clock_mhz": CLOCK_HZ / 1e6,
         "memory_bytes": DEFAULT_MEMORY_BYTES, "baud": DEFAULT_BAUD,
-        "bitstream": str(out / bit), "bitstream_bytes": (out / bit).stat().st_size,
+        "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size,
     }
     report["peak_macs_per_s"] = cfg.macs_per_cycle * CLOCK_HZ
     (out / "design.json").unlink(missing_ok=True)  # the netlist is large and reproducible

@@ -11,7 +11,7 @@ import numpy as np
 
 from isa.config import HwConfig, load_config, preset_names
 from isa.errors import LoomError
-from loom import model_commands
+from loom import board_commands, model_commands
 
 
 class UsageError(LoomError):
@@ -323,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     model_commands.register(sub)
+    board_commands.register(sub)
 
     p = sub.add_parser("fuzz", help="differential test: random programs on a backend vs the "
                        "functional simulator")
