@@ -2,11 +2,16 @@
 
 import struct
 
+import numpy as np
+import pytest
+
 from boards.ulx3s import HostSystem
 from hw.host_bridge import READ_MEM, READ_REG, WRITE_MEM, WRITE_REG
 from hw.regmap import REGISTERS_BY_NAME
 from isa import load_config
+from loom.demo import sample_program
 from sim.amaranth_backend import simulate
+from sim.functional import FunctionalSim
 
 SMALL = load_config("small")
 DIVISOR = 4  # clock cycles per bit: the fastest the UART allows, to keep the simulation short
@@ -113,3 +118,38 @@ def test_unknown_opcodes_are_ignored():
 
     run(bench)
     assert done
+
+
+@pytest.mark.slow
+def test_sample_program_runs_through_the_serial_bridge():
+    program, dram, _ = sample_program(seed=2)
+    golden = dram.copy()
+    FunctionalSim(program.config).run(program, golden)
+    image = np.pad(dram, (0, -len(dram) % 4)).view("<u4")
+    out = program.segment("C")
+    nbytes = out.count * program.config.elem_bytes(out.mem)
+    first, last = out.offset // 4, -(-(out.offset + nbytes) // 4)
+    assert (golden[out.offset:out.offset + nbytes] != dram[out.offset:out.offset + nbytes]).any()
+    got = []
+
+    async def bench(ctx, serial):
+        for index, word in enumerate(image):
+            await serial.command(ctx, WRITE_MEM, "<II", 4 * index, int(word), reply=1)
+        writes = [(REGISTERS_BY_NAME["INSN_BASE"].offset, program.insn_offset),
+                  (REGISTERS_BY_NAME["INSN_COUNT"].offset, len(program.insns)),
+                  (REGISTERS_BY_NAME["CONTROL"].offset, 0b11)]  # START | IRQ_ENABLE
+        for offset, value in writes:
+            await serial.command(ctx, WRITE_REG, "<HI", offset, value, reply=1)
+        status = REGISTERS_BY_NAME["STATUS"].offset
+        while not struct.unpack("<I", await serial.command(ctx, READ_REG, "<H", status,
+                                                           reply=4))[0] & 0b10:
+            pass
+        assert ctx.get(serial.dut.led) & 1  # the interrupt LED
+        for index in range(first, last):
+            got.append(await serial.command(ctx, READ_MEM, "<I", 4 * index, reply=4))
+
+    run(bench, max_cycles=400_000)
+    memory = np.frombuffer(b"".join(got), np.uint8)
+    start = out.offset - 4 * first
+    np.testing.assert_array_equal(memory[start:start + nbytes],
+                                  golden[out.offset:out.offset + nbytes])
