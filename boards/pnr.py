@@ -3,10 +3,11 @@
 `place_and_route(cfg, board)` synthesizes the accelerator of a config inside `ShiftHarness`
 (five pins, see boards/harness.py) with `synth_ecp5`, places and routes it with nextpnr-ecp5 on
 the board's part at the board's target clock and returns a `PnrResult`. Results are cached in
-`build/pnr/<key>/` (or `$LOOM_BUILD_DIR/pnr/<key>/`), keyed by the config, the hardware sources,
-the board, `use_dsp` and the tool versions, so a repeated call returns at once. A run that does not
-finish in `timeout_s` raises `PnrTimeout` (a ToolError); that outcome is cached too, so a sweep
-does not spend the same budget twice on a point that cannot finish in it.
+`build/pnr/<design key>/` (or under `$LOOM_BUILD_DIR/pnr/`): the key is the generated Verilog,
+the board, `use_dsp` and the tool versions; `build/pnr/index/<source key>` maps the config and
+the hardware sources to it, so a repeated call returns at once. A run that does not finish in
+`timeout_s` raises `PnrTimeout` (a ToolError); that outcome is cached too, so a sweep does not
+spend the same budget twice on a point that cannot finish in it.
 
 `run_flow` is the flow itself on any Verilog (the bitstream flow reuses it with pin constraints).
 """
@@ -173,50 +174,77 @@ def _critical_path(path: dict) -> dict[str, str]:
                             f"to {longest.get('to', {}).get('cell', '')}"}
 
 
-def _cache_key(cfg: HwConfig, board: Board, use_dsp: bool) -> str:
-    from hw.verilog import source_digest
-
-    harness = Path(__file__).with_name("harness.py").read_bytes()
-    parts = [json.dumps(cfg.to_dict(), sort_keys=True), source_digest(),
-             hashlib.sha256(harness).hexdigest(), board.name, board.part, str(board.target_mhz),
-             str(use_dsp), json.dumps(tool_versions(), sort_keys=True), FLOW_VERSION]
+def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def cache_dir(cfg: HwConfig, board: Board, *, use_dsp: bool = True) -> Path:
-    """The cache folder of a (config, board, use_dsp) point under the current sources and tools."""
-    return pnr_root() / _cache_key(cfg, board, use_dsp)
+def _point(board: Board, use_dsp: bool) -> list[str]:
+    """What besides the design a result depends on: board, multipliers, tools, flow."""
+    return [board.name, board.part, str(board.target_mhz), str(use_dsp),
+            json.dumps(tool_versions(), sort_keys=True), FLOW_VERSION]
+
+
+def source_key(cfg: HwConfig, board: Board, *, use_dsp: bool = True) -> str:
+    """The fast cache key: config, hw/isa sources, harness, point. Needs no Verilog."""
+    from hw.verilog import source_digest
+
+    harness = hashlib.sha256(Path(__file__).with_name("harness.py").read_bytes()).hexdigest()
+    return _digest(json.dumps(cfg.to_dict(), sort_keys=True), source_digest(), harness,
+                   *_point(board, use_dsp))
+
+
+def design_key(verilog: str, board: Board, *, use_dsp: bool = True) -> str:
+    """The exact cache key: the Verilog placed and routed, and the point."""
+    return _digest(hashlib.sha256(verilog.encode()).hexdigest(), *_point(board, use_dsp))
+
+
+def _cached(folder: Path, what: str, timeout_s: float) -> PnrResult | None:
+    """The result stored in `folder`, None if there is none; PnrTimeout for a cached timeout."""
+    if not (folder / RESULT_FILE).is_file():
+        return None
+    data = json.loads((folder / RESULT_FILE).read_text())
+    if "timeout_s" not in data:
+        data.pop("peak_macs_per_s")
+        return PnrResult(**data | {"cached": True})
+    if data["timeout_s"] >= timeout_s:
+        raise PnrTimeout(f"{what} did not finish in {data['timeout_s']:g} s (cached in "
+                         f"{folder}; give a longer timeout to retry)")
+    return None
 
 
 def place_and_route(cfg: HwConfig, board: Board, *, timeout_s: float, use_dsp: bool = True,
                     jobs: int = 1) -> PnrResult:
     """Post-route Fmax and utilisation of a config's accelerator on an ECP5 board, cached.
 
-    Raises PnrTimeout when the flow needs more than `timeout_s` seconds (also when an earlier
-    run with at least this budget timed out), ToolError when a tool fails or is missing.
+    The cache is looked up by `source_key` (instant), then by `design_key` of the generated
+    Verilog (seconds; survives source edits that leave the Verilog unchanged). Raises PnrTimeout
+    when the flow needs more than `timeout_s` seconds (also when an earlier run with at least
+    this budget timed out), ToolError when a tool fails or is missing.
     """
     from amaranth.back import verilog
 
     from boards.harness import HARNESS_NAME, ShiftHarness
 
     nextpnr_device_args(board)  # an unsupported board fails before any work
-    final = cache_dir(cfg, board, use_dsp=use_dsp)
     what = f"place and route of {cfg.name} on {board.name}"
-    if (final / RESULT_FILE).is_file():
-        data = json.loads((final / RESULT_FILE).read_text())
-        if "timeout_s" not in data:
-            data.pop("peak_macs_per_s")
-            return PnrResult(**data | {"cached": True})
-        if data["timeout_s"] >= timeout_s:
-            raise PnrTimeout(f"{what} did not finish in {data['timeout_s']:g} s (cached in "
-                             f"{final}; give a longer timeout to retry)")
+    index = pnr_root() / "index" / source_key(cfg, board, use_dsp=use_dsp)
+    if index.is_file():
+        result = _cached(pnr_root() / index.read_text().strip(), what, timeout_s)
+        if result is not None:
+            return result
+    started = time.monotonic()
+    text = verilog.convert(ShiftHarness(cfg), name=HARNESS_NAME, emit_src=False)
+    final = pnr_root() / design_key(text, board, use_dsp=use_dsp)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(final.name)
+    result = _cached(final, what, timeout_s)
+    if result is not None:
+        return result
     work = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
-    started = time.monotonic()
     try:
-        text = verilog.convert(ShiftHarness(cfg), name=HARNESS_NAME, emit_src=False)
-        spent = time.monotonic() - started
-        result = run_flow(text, HARNESS_NAME, board, work, timeout_s=timeout_s - spent,
+        result = run_flow(text, HARNESS_NAME, board, work,
+                          timeout_s=timeout_s - (time.monotonic() - started),
                           use_dsp=use_dsp, jobs=jobs)
     except PnrTimeout:
         _store(work, final, {"timeout_s": timeout_s, "config": cfg.name, "board": board.name})

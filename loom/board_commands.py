@@ -28,8 +28,10 @@ def cmd_pnr(args) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(result.summary())
+        path = result.critical_path
         print(f"peak {result.peak_macs_per_s / 1e9:.2f} GMAC/s ({cfg.macs_per_cycle} MACs/cycle "
-              f"x {result.fmax_mhz:.1f} MHz); slowest path to {result.critical_path.get('to')}")
+              f"x {result.fmax_mhz:.1f} MHz)")
+        print(f"slowest path: {path.get('from')} -> {path.get('to')}")
     return 0
 
 

@@ -4,11 +4,13 @@ import json
 import time
 
 import pytest
+from amaranth.back import verilog
 
 from boards import pnr
 from boards.bitstream import pack_bitstream
 from boards.boards import load_board
-from boards.pnr import PnrResult, PnrTimeout, cache_dir, place_and_route, run_flow
+from boards.harness import HARNESS_NAME, ShiftHarness
+from boards.pnr import PnrResult, PnrTimeout, place_and_route, run_flow
 from isa import ToolError, load_config
 from loom.cli import main
 
@@ -41,25 +43,46 @@ def cached_result(**changes) -> dict:
     return result.to_dict() | changes
 
 
+@pytest.fixture(scope="module")
+def small_harness() -> str:
+    """The Verilog that place_and_route would run for `small`."""
+    return verilog.convert(ShiftHarness(SMALL), name=HARNESS_NAME, emit_src=False)
+
+
+def store(folder, data: dict) -> None:
+    """A cache entry holding `data`."""
+    folder.mkdir(parents=True)
+    (folder / pnr.RESULT_FILE).write_text(json.dumps(data))
+
+
 def test_a_cached_result_returns_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOM_BUILD_DIR", str(tmp_path))
-    folder = cache_dir(SMALL, ULX3S)
-    folder.mkdir(parents=True)
-    (folder / pnr.RESULT_FILE).write_text(json.dumps(cached_result()))
+    root = pnr.pnr_root()
+    store(root / "entry", cached_result())
+    index = root / "index" / pnr.source_key(SMALL, ULX3S)
+    index.parent.mkdir(parents=True)
+    index.write_text("entry")
     started = time.monotonic()
     result = place_and_route(SMALL, ULX3S, timeout_s=1)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 1
     assert result.cached and result.fmax_mhz == 50.0
     assert result.peak_macs_per_s == SMALL.macs_per_cycle * 50e6
     # LUT multipliers are another point
-    assert cache_dir(SMALL, ULX3S, use_dsp=False) != folder
+    assert pnr.source_key(SMALL, ULX3S, use_dsp=False) != index.name
 
 
-def test_a_cached_timeout_is_reported_for_budgets_it_covers(tmp_path, monkeypatch):
+def test_a_result_is_found_by_its_verilog_after_unrelated_source_changes(
+        tmp_path, monkeypatch, small_harness):
     monkeypatch.setenv("LOOM_BUILD_DIR", str(tmp_path))
-    folder = cache_dir(SMALL, ULX3S)
-    folder.mkdir(parents=True)
-    (folder / pnr.RESULT_FILE).write_text(json.dumps({"timeout_s": 600}))
+    store(pnr.pnr_root() / pnr.design_key(small_harness, ULX3S), cached_result(fmax_mhz=60.0))
+    assert place_and_route(SMALL, ULX3S, timeout_s=30).fmax_mhz == 60.0
+    # ... and indexed by the sources for the next call
+    assert (pnr.pnr_root() / "index" / pnr.source_key(SMALL, ULX3S)).is_file()
+
+
+def test_a_cached_timeout_is_reported_for_budgets_it_covers(tmp_path, monkeypatch, small_harness):
+    monkeypatch.setenv("LOOM_BUILD_DIR", str(tmp_path))
+    store(pnr.pnr_root() / pnr.design_key(small_harness, ULX3S), {"timeout_s": 600})
     with pytest.raises(PnrTimeout, match="did not finish in 600 s"):
         place_and_route(SMALL, ULX3S, timeout_s=300)
 
