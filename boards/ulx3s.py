@@ -6,14 +6,16 @@
 ```
 
 The host speaks the byte protocol of `hw.host_bridge` (docs/boards.md) over the board's FTDI
-UART, 8N1 at `baud` (1 Mbaud by default, exact from 25 MHz). The design runs on the 25 MHz
-oscillator directly. Pressing button F1 resets everything but the memory contents.
+UART, 8N1 at `baud` (1 Mbaud by default). The design runs on the 25 MHz oscillator directly, or
+at `clock_mhz` from an EHXPLLL PLL (module `PLL_NAME`, whose Verilog `ecppll` writes; see
+boards.bitstream). Pressing button F1, or a PLL out of lock, resets everything but the memory
+contents.
 
 LEDs: 0 the interrupt (DONE while CONTROL.IRQ_ENABLE), 1 DRAM traffic, 2 UART receive, 3 UART
 transmit (each stretched to be visible), 7 a heartbeat of about 1.5 Hz.
 """
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Instance, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -25,7 +27,8 @@ from hw.uart import UartRx, UartTx, baud_divisor
 from isa.config import HwConfig
 
 TOP_NAME = "loom_ulx3s"
-CLOCK_HZ = 25_000_000
+PLL_NAME = "loom_pll"
+OSCILLATOR_MHZ = 25
 DEFAULT_BAUD = 1_000_000
 # 128 KiB of on-chip memory as the accelerator's DRAM: 64 DP16KD next to the 1x8x8 default's
 # buffers (see docs/boards.md for the budget).
@@ -78,16 +81,23 @@ class Ulx3sTop(wiring.Component):
     led: Out(8)
 
     def __init__(self, cfg: HwConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                 baud: int = DEFAULT_BAUD):
+                 baud: int = DEFAULT_BAUD, clock_mhz: float = OSCILLATOR_MHZ):
+        self.clock_mhz = clock_mhz
         self.system = HostSystem(cfg, memory_bytes=memory_bytes,
-                                 divisor=baud_divisor(CLOCK_HZ, baud))
+                                 divisor=baud_divisor(clock_mhz * 1e6, baud))
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain()
-        m.d.comb += ClockSignal("sync").eq(self.clk_25mhz)
-        m.submodules.reset_sync = ResetSynchronizer(self.btn_reset)
+        if self.clock_mhz == OSCILLATOR_MHZ:
+            m.d.comb += ClockSignal("sync").eq(self.clk_25mhz)
+            locked = Const(1)
+        else:
+            locked = Signal()
+            m.submodules.pll = Instance(PLL_NAME, i_clkin=self.clk_25mhz,
+                                        o_clkout0=ClockSignal("sync"), o_locked=locked)
+        m.submodules.reset_sync = ResetSynchronizer(self.btn_reset | ~locked)
         m.submodules.system = system = self.system
         m.d.comb += [system.uart_rx.eq(self.ftdi_txd), self.ftdi_rxd.eq(system.uart_tx),
                      self.led.eq(system.led)]

@@ -41,7 +41,7 @@ def cmd_bitstream(args) -> int:
 
     board, cfg = _board_and_config(args)
     report = build_bitstream(board, args.output, timeout_s=args.timeout, cfg=cfg,
-                             use_dsp=not args.lut_multipliers)
+                             use_dsp=not args.lut_multipliers, clock_mhz=args.clock_mhz)
     if args.json:
         print(json.dumps(report))
     else:
@@ -83,6 +83,8 @@ def register(sub) -> None:
     p.add_argument("--board", default="ulx3s_85f", help="board with a bitstream top (ulx3s_85f)")
     p.add_argument("--config", help="preset name or TOML/JSON path (default: the board's)")
     p.add_argument("--lut-multipliers", action="store_true", help="synth_ecp5 -nodsp")
+    p.add_argument("--clock-mhz", type=float, default=25,
+                   help="design clock; other than the 25 MHz oscillator adds a PLL")
     p.add_argument("-o", "--output", default="build/bitstream", help="output folder")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

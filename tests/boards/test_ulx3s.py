@@ -4,11 +4,13 @@ import struct
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 
-from boards.ulx3s import HostSystem
+from boards.bitstream import pll_verilog
+from boards.ulx3s import PLL_NAME, HostSystem, Ulx3sTop
 from hw.host_bridge import READ_MEM, READ_REG, WRITE_MEM, WRITE_REG
 from hw.regmap import REGISTERS_BY_NAME
-from isa import load_config
+from isa import ToolError, load_config
 from loom.demo import sample_program
 from sim.amaranth_backend import simulate
 from sim.functional import FunctionalSim
@@ -153,3 +155,14 @@ def test_sample_program_runs_through_the_serial_bridge():
     start = out.offset - 4 * first
     np.testing.assert_array_equal(memory[start:start + nbytes],
                                   golden[out.offset:out.offset + nbytes])
+
+
+@pytest.mark.synth
+def test_a_pll_clock_comes_from_ecppll(tmp_path):
+    text = pll_verilog(40, tmp_path)
+    assert f"module {PLL_NAME}" in text and "EHXPLLL" in text and "CLKOP_DIV(15)" in text
+    with pytest.raises(ToolError, match=r"cannot make 41\.3 MHz .* exactly"):
+        pll_verilog(41.3, tmp_path)
+    top = verilog.convert(Ulx3sTop(SMALL, memory_bytes=4096, clock_mhz=40), name="top",
+                          emit_src=False)
+    assert f"{PLL_NAME} pll (" in top
