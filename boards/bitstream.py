@@ -1,9 +1,9 @@
-"""A ULX3S-85F bitstream of the accelerator: Verilog of `Ulx3sTop`, synth, PnR, ecppack.
+"""A ULX3S-85F bitstream of the accelerator: `Ulx3sTop`, synth, place and route, ecppack.
 
 `build_bitstream(board, out_dir, timeout_s=...)` writes `loom_ulx3s.bit` and `bitstream.json`
-(the report: Fmax against the 25 MHz clock, utilisation, seconds per step, the memory size and
-the UART rate) into `out_dir`, with the Verilog, the pin constraints and the nextpnr log beside
-them. Only the ULX3S-85F has a board top.
+(the report: Fmax against the design clock, utilisation, seconds per step, the memory size and
+the UART rate) into `out_dir`, with the design (RTLIL), the pin constraints and the tool logs
+beside them. Only the ULX3S-85F has a board top.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil
 
 from boards.boards import Board
 from boards.pnr import run_flow, run_tool
@@ -72,15 +72,16 @@ def build_bitstream(board: Board, out_dir: str | Path, *, timeout_s: float = 180
     cfg = board.default_config if cfg is None else cfg
     out = Path(out_dir)
     started = time.monotonic()
-    text = verilog.convert(Ulx3sTop(cfg, clock_mhz=clock_mhz), name=TOP_NAME, emit_src=False)
+    sources = {"design.il": rtlil.convert(Ulx3sTop(cfg, clock_mhz=clock_mhz), name=TOP_NAME,
+                                          emit_src=False)}
     if clock_mhz != OSCILLATOR_MHZ:
-        text += pll_verilog(clock_mhz, out)
+        sources["pll.v"] = pll_verilog(clock_mhz, out)
     generated = time.monotonic()
-    result = run_flow(text, TOP_NAME, board, out, timeout_s=timeout_s - (generated - started),
+    result = run_flow(sources, TOP_NAME, board, out, timeout_s=timeout_s - (generated - started),
                       use_dsp=use_dsp, lpf=LPF.read_text(), target_mhz=clock_mhz)
     bit = pack_bitstream(out, TOP_NAME, deadline=started + timeout_s)
     finished = time.monotonic()
-    result.seconds |= {"verilog": round(generated - started, 1),
+    result.seconds |= {"generate": round(generated - started, 1),
                        "ecppack": round(finished - started - result.seconds["total"]
                                         - (generated - started), 1),
                        "total": round(finished - started, 1)}

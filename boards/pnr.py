@@ -3,7 +3,7 @@
 `place_and_route(cfg, board)` synthesizes the accelerator of a config inside `ShiftHarness`
 (five pins, see boards/harness.py) with `synth_ecp5`, places and routes it with nextpnr-ecp5 on
 the board's part at the board's target clock and returns a `PnrResult`. Results are cached in
-`build/pnr/<design key>/` (or under `$LOOM_BUILD_DIR/pnr/`): the key is the generated Verilog,
+`build/pnr/<design key>/` (or under `$LOOM_BUILD_DIR/pnr/`): the key is the generated design,
 the board, `use_dsp` and the tool versions; `build/pnr/index/<source key>` maps the config and
 the hardware sources to it, so a repeated call returns at once. A run that does not finish in
 `timeout_s` raises `PnrTimeout` (a ToolError); that outcome is cached too, so a sweep does not
@@ -31,7 +31,7 @@ from isa.config import HwConfig
 from isa.errors import ToolError
 
 # Bump when the flow's commands change in a way that changes results (invalidates the cache).
-FLOW_VERSION = "1"
+FLOW_VERSION = "2"  # 2: RTLIL in
 RESULT_FILE = "result.json"
 # nextpnr utilisation entries summarised as LUT4 / FF / DSP / BRAM.
 SUMMARY_CELLS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"}
@@ -101,8 +101,12 @@ def nextpnr_device_args(board: Board) -> list[str]:
             "--speed", speed]
 
 
-def run_tool(tool: str, args: list[str], cwd: Path, deadline: float, what: str) -> None:
-    """Run a YoWASP tool in `cwd` until `deadline` (time.monotonic); ToolError on failure."""
+def run_tool(tool: str, args: list[str], cwd: Path, deadline: float, what: str,
+             log: str | None = None) -> None:
+    """Run a YoWASP tool in `cwd` until `deadline` (time.monotonic); ToolError on failure.
+
+    The error names the tool's last ERROR line, from its output or from its `log` file in `cwd`.
+    """
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise PnrTimeout(f"{what}: no time left for {tool}")
@@ -112,29 +116,37 @@ def run_tool(tool: str, args: list[str], cwd: Path, deadline: float, what: str) 
     except subprocess.TimeoutExpired:
         raise PnrTimeout(f"{what}: {tool} did not finish within the time budget") from None
     if result.returncode:
-        lines = [line for line in (result.stderr + result.stdout).splitlines()
-                 if "ERROR" in line or "rror:" in line]
+        text = result.stderr + result.stdout
+        if log is not None and (cwd / log).is_file():
+            text += (cwd / log).read_text(errors="replace")
+        lines = [line for line in text.splitlines() if "ERROR" in line or "rror:" in line]
         last = lines[-1] if lines else (result.stderr or result.stdout).strip()[-200:]
         raise ToolError(f"{what}: {tool} failed: {last.strip()}")
 
 
-def run_flow(verilog: str, top: str, board: Board, work: Path, *, timeout_s: float,
+def run_flow(sources: dict[str, str], top: str, board: Board, work: Path, *, timeout_s: float,
              use_dsp: bool = True, jobs: int = 1, lpf: str | None = None,
              target_mhz: float | None = None) -> PnrResult:
-    """synth_ecp5 and nextpnr-ecp5 of Verilog text in folder `work`; leaves design.config there.
+    """synth_ecp5 and nextpnr-ecp5 of design files in folder `work`; leaves design.config there.
 
-    Without `lpf` the pins are left to nextpnr. Raises PnrTimeout after `timeout_s` seconds.
+    `sources` maps file names to their text: `.il` files are RTLIL (Amaranth's
+    `back.rtlil.convert`: read in seconds, where the Verilog of large memory initialisers takes
+    minutes), `.v` files Verilog. Without `lpf` the pins are left to nextpnr. Raises PnrTimeout
+    after `timeout_s` seconds.
     """
     device = nextpnr_device_args(board)
     target = board.target_mhz if target_mhz is None else target_mhz
     work.mkdir(parents=True, exist_ok=True)
-    (work / "design.v").write_text(verilog)
+    reads = []
+    for name, text in sources.items():
+        (work / name).write_text(text)
+        reads.append(f"read_{'rtlil' if name.endswith('.il') else 'verilog'} {name}")
     what = f"place and route of {top} on {board.name}"
     started = time.monotonic()
     deadline = started + timeout_s
-    script = (f"read_verilog design.v; {synth_command('ecp5', top, use_dsp=use_dsp)}; "
+    script = (f"{'; '.join(reads)}; {synth_command('ecp5', top, use_dsp=use_dsp)}; "
               "write_json design.json")
-    run_tool("yosys", ["-q", "-l", "yosys.log", "-p", script], work, deadline, what)
+    run_tool("yosys", ["-q", "-l", "yosys.log", "-p", script], work, deadline, what, "yosys.log")
     synth_done = time.monotonic()
     pins = ["--lpf", "design.lpf"] if lpf else ["--lpf-allow-unconstrained"]
     if lpf:
@@ -142,7 +154,7 @@ def run_flow(verilog: str, top: str, board: Board, work: Path, *, timeout_s: flo
     run_tool("nextpnr-ecp5", [*device, "--json", "design.json", "--freq", f"{target:g}", *pins,
                           "--timing-allow-fail", "--report", "report.json", "--textcfg",
                           "design.config", "--threads", str(jobs), "-l", "nextpnr.log", "-q"],
-         work, deadline, what)
+             work, deadline, what, "nextpnr.log")
     finished = time.monotonic()
     report = json.loads((work / "report.json").read_text())
     fmax = min(clock["achieved"] for clock in report["fmax"].values())
@@ -193,9 +205,9 @@ def source_key(cfg: HwConfig, board: Board, *, use_dsp: bool = True) -> str:
                    *_point(board, use_dsp))
 
 
-def design_key(verilog: str, board: Board, *, use_dsp: bool = True) -> str:
-    """The exact cache key: the Verilog placed and routed, and the point."""
-    return _digest(hashlib.sha256(verilog.encode()).hexdigest(), *_point(board, use_dsp))
+def design_key(rtlil: str, board: Board, *, use_dsp: bool = True) -> str:
+    """The exact cache key: the design (RTLIL text) placed and routed, and the point."""
+    return _digest(hashlib.sha256(rtlil.encode()).hexdigest(), *_point(board, use_dsp))
 
 
 def _cached(folder: Path, what: str, timeout_s: float) -> PnrResult | None:
@@ -217,11 +229,11 @@ def place_and_route(cfg: HwConfig, board: Board, *, timeout_s: float, use_dsp: b
     """Post-route Fmax and utilisation of a config's accelerator on an ECP5 board, cached.
 
     The cache is looked up by `source_key` (instant), then by `design_key` of the generated
-    Verilog (seconds; survives source edits that leave the Verilog unchanged). Raises PnrTimeout
+    RTLIL (seconds; survives source edits that leave the design unchanged). Raises PnrTimeout
     when the flow needs more than `timeout_s` seconds (also when an earlier run with at least
     this budget timed out), ToolError when a tool fails or is missing.
     """
-    from amaranth.back import verilog
+    from amaranth.back import rtlil
 
     from boards.harness import HARNESS_NAME, ShiftHarness
 
@@ -233,7 +245,7 @@ def place_and_route(cfg: HwConfig, board: Board, *, timeout_s: float, use_dsp: b
         if result is not None:
             return result
     started = time.monotonic()
-    text = verilog.convert(ShiftHarness(cfg), name=HARNESS_NAME, emit_src=False)
+    text = rtlil.convert(ShiftHarness(cfg), name=HARNESS_NAME, emit_src=False)
     final = pnr_root() / design_key(text, board, use_dsp=use_dsp)
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(final.name)
@@ -243,7 +255,7 @@ def place_and_route(cfg: HwConfig, board: Board, *, timeout_s: float, use_dsp: b
     work = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     try:
-        result = run_flow(text, HARNESS_NAME, board, work,
+        result = run_flow({"design.il": text}, HARNESS_NAME, board, work,
                           timeout_s=timeout_s - (time.monotonic() - started),
                           use_dsp=use_dsp, jobs=jobs)
     except PnrTimeout:
@@ -263,7 +275,7 @@ def place_and_route(cfg: HwConfig, board: Board, *, timeout_s: float, use_dsp: b
 def _store(work: Path, final: Path, data: dict) -> None:
     """Keep the logs and the report of a run as the cache entry `final` (replacing an old one)."""
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("design.v", "design.json", "design.config"):  # large and reproducible
+    for name in ("design.il", "design.json", "design.config"):  # large and reproducible
         (work / name).unlink(missing_ok=True)
     (work / RESULT_FILE).write_text(json.dumps(data, indent=1))
     shutil.rmtree(final, ignore_errors=True)

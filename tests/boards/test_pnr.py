@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from amaranth.back import verilog
+from amaranth.back import rtlil
 
 from boards import pnr
 from boards.bitstream import pack_bitstream
@@ -45,8 +45,8 @@ def cached_result(**changes) -> dict:
 
 @pytest.fixture(scope="module")
 def small_harness() -> str:
-    """The Verilog that place_and_route would run for `small`."""
-    return verilog.convert(ShiftHarness(SMALL), name=HARNESS_NAME, emit_src=False)
+    """The design that place_and_route would run for `small`."""
+    return rtlil.convert(ShiftHarness(SMALL), name=HARNESS_NAME, emit_src=False)
 
 
 def store(folder, data: dict) -> None:
@@ -71,7 +71,7 @@ def test_a_cached_result_returns_at_once(tmp_path, monkeypatch):
     assert pnr.source_key(SMALL, ULX3S, use_dsp=False) != index.name
 
 
-def test_a_result_is_found_by_its_verilog_after_unrelated_source_changes(
+def test_a_result_is_found_by_its_design_after_unrelated_source_changes(
         tmp_path, monkeypatch, small_harness):
     monkeypatch.setenv("LOOM_BUILD_DIR", str(tmp_path))
     store(pnr.pnr_root() / pnr.design_key(small_harness, ULX3S), cached_result(fmax_mhz=60.0))
@@ -95,7 +95,7 @@ def test_the_cli_reports_a_board_without_open_pnr_on_one_line(capsys):
 
 @pytest.mark.synth
 def test_flow_and_bitstream_of_a_tiny_design(tmp_path):
-    result = run_flow(TINY, "tiny", ULX3S, tmp_path, timeout_s=300)
+    result = run_flow({"tiny.v": TINY}, "tiny", ULX3S, tmp_path, timeout_s=300)
     assert result.fmax_mhz > 50 and result.met == (result.fmax_mhz >= ULX3S.target_mhz)
     assert result.resources["dsp"] == 1 and 0 < result.resources["ff"] < 100
     assert result.seconds["total"] >= result.seconds["pnr"] > 0
@@ -106,11 +106,11 @@ def test_flow_and_bitstream_of_a_tiny_design(tmp_path):
 
 @pytest.mark.synth
 def test_lut_multipliers_use_no_dsp(tmp_path):
-    result = run_flow(TINY, "tiny", ULX3S, tmp_path, timeout_s=300, use_dsp=False)
+    result = run_flow({"tiny.v": TINY}, "tiny", ULX3S, tmp_path, timeout_s=300, use_dsp=False)
     assert result.resources["dsp"] == 0 and result.resources["lut"] > 20
 
 
 @pytest.mark.synth
 def test_a_flow_past_its_budget_is_a_timeout(tmp_path):
     with pytest.raises(PnrTimeout, match="did not finish within the time budget"):
-        run_flow(TINY, "tiny", ULX3S, tmp_path, timeout_s=0.5)
+        run_flow({"tiny.v": TINY}, "tiny", ULX3S, tmp_path, timeout_s=0.5)
