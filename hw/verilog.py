@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from importlib import metadata
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib.wiring import Out
 
+import isa
 from hw.regmap import REGISTERS
 from hw.top import TOP_NAME, Accelerator, top_signature
 from isa.config import HwConfig
@@ -62,3 +65,13 @@ def write(cfg: HwConfig, out_dir: str | Path) -> dict:
         "config_name": cfg.name,
         "config_id": cfg.config_id_hex,
     }
+
+
+def source_digest() -> str:
+    """A digest of what the generated Verilog depends on: the hw and isa sources and Amaranth."""
+    h = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(isa.__file__).parent):
+        for path in sorted(package.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(metadata.version("amaranth").encode())
+    return h.hexdigest()[:16]

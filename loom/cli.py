@@ -11,7 +11,7 @@ import numpy as np
 
 from isa.config import HwConfig, load_config, preset_names
 from isa.errors import LoomError
-from loom import model_commands, sweep_commands, tune_commands
+from loom import board_commands, model_commands, sweep_commands, tune_commands
 
 
 class UsageError(LoomError):
@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(sub)
     tune_commands.register(sub)
     sweep_commands.register(sub)
+    board_commands.register(sub)
 
     p = sub.add_parser("fuzz", help="differential test: random programs on a backend vs the "
                        "functional simulator")

@@ -36,3 +36,15 @@ def test_unknown_family_and_bad_verilog_are_tool_errors():
         synthesize("module m(); endmodule", "m", "ice40")
     with pytest.raises(ToolError, match="yosys ecp5 synthesis failed"):
         synthesize("module m(; endmodule", "m", "ecp5")
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("family", ["ecp5", "xilinx7"])
+def test_lut_multipliers_leave_the_dsps_out(family):
+    mac = """
+    module mac (input wire clk, input wire [7:0] a, input wire [7:0] b, output reg [17:0] acc);
+      always @(posedge clk) acc <= acc + a * b;
+    endmodule
+    """
+    assert synthesize(mac, "mac", family).dsp >= 1
+    assert synthesize(mac, "mac", family, use_dsp=False).dsp == 0
