@@ -78,7 +78,7 @@ def rshr(x: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def alu(op: AluOp, x: np.ndarray, y: np.ndarray, acc_bits: int, imm: int = 0) -> np.ndarray:
-    """Apply one ALU op lane-wise to int64 arrays already wrapped to acc_bits (imm: MULR's shift)."""
+    """One ALU op lane-wise on int64 arrays wrapped to acc_bits; imm is MULR's shift."""
     if op == AluOp.MULR:
         if not 0 <= imm <= mulr_max_shift(acc_bits):
             raise ValueError(f"MULR shift {imm} is outside [0, {mulr_max_shift(acc_bits)}]")
@@ -101,10 +101,7 @@ def alu(op: AluOp, x: np.ndarray, y: np.ndarray, acc_bits: int, imm: int = 0) ->
         n = np.clip(y, -acc_bits, acc_bits)
         right = np.maximum(n, 0)
         left = wrap(x << np.maximum(-n, 0), acc_bits)
-        if op == AluOp.RSHR:
-            shifted = rshr(x, right)
-        else:
-            shifted = x >> right
+        shifted = rshr(x, right) if op == AluOp.RSHR else x >> right
         return np.where(n < 0, left, shifted)
     raise ValueError(f"unknown ALU op {op}")
 

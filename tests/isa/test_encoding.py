@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 
 from isa import AluOp, Insn, IsaError, MemType, Opcode, Uop, decode, encode, load_config
 from isa.formats import INSN_BITS
-from isa.semantics import mulr_max_shift
 from isa.instructions import (
     Stage,
     TokenQueue,
@@ -18,6 +17,7 @@ from isa.instructions import (
     pushes,
     stage_of,
 )
+from isa.semantics import mulr_max_shift
 
 DEFAULT = load_config("default")
 PRESETS = ["small", "default", "int4", "nonsquare"]
