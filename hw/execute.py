@@ -287,7 +287,11 @@ class ExecutePipeline(wiring.Component):
                 alu.y.eq(acc_data),
                 alu.keep_y.eq(~track_valid[1] | reused),
             ]
-        m.d.comb += [alu.op.eq(alu_insn.alu_op), alu.valid.eq(track_valid[1] & ~is_gemm)]
+        m.d.comb += [
+            alu.op.eq(alu_insn.alu_op),
+            alu.shift.eq(alu_insn.imm),  # MULR's shift; a legal one is never negative
+            alu.valid.eq(track_valid[1] & ~is_gemm),
+        ]
 
         # -- ACC and OUT writes ----------------------------------------------------------
         result = Signal(acc)
