@@ -18,9 +18,7 @@ from boards.dram import DramModel, dram_model
 from compiler.schedule import ConvSchedule, ConvShape
 from isa.config import HwConfig
 
-# Cycles the compute stage spends per ALU micro-op reading an ACC source, and fixed costs per
-# instruction (pipeline fill, DMA set-up): rough, the learned model corrects them.
-ACC_SOURCE_CYCLES = 2
+# Fixed costs per instruction (pipeline fill, DMA set-up): rough, the learned model corrects them.
 COMPUTE_INSN_CYCLES = 8
 DMA_INSN_CYCLES = 12
 
@@ -43,6 +41,24 @@ def _valid_inputs(shape: ConvShape, size: int, axis: int) -> int:
     return total
 
 
+def _acc_row_loads(shape: ConvShape, s: ConvSchedule) -> tuple[int, int]:
+    """LOAD ACCs of bias rows, and the rows they load, over the whole layer.
+
+    The lowering skips a tile's loads when the previous tile of its ACC half (`threads` tiles
+    earlier) had the same output blocks and pixel count, hence the same rows at the same place.
+    """
+    rows = np.array(_tiles(shape.out_height, s.rows))
+    cols = np.array(_tiles(shape.out_width, s.cols))
+    couts = np.array(_tiles(shape.cout_blocks, s.cout))
+    pixels = np.tile(np.outer(rows, cols).ravel(), shape.batch_blocks)
+    pix = np.repeat(pixels, len(couts))
+    first = np.tile(np.arange(len(couts)), len(pixels))
+    count = np.tile(couts, len(pixels))
+    t = s.threads
+    same = (pix[t:] == pix[:-t]) & (first[t:] == first[:-t]) & (count[t:] == count[:-t])
+    return len(pix) - int(same.sum()), int(count.sum() - count[t:][same].sum())
+
+
 def counters(cfg: HwConfig, shape: ConvShape, s: ConvSchedule, epilogue_ops: int,
              per_channel: bool) -> dict[str, int]:
     """What the functional simulator counts for the layer's Program (kernels resident).
@@ -62,15 +78,15 @@ def counters(cfg: HwConfig, shape: ConvShape, s: ConvSchedule, epilogue_ops: int
     outputs = nb * shape.out_height * shape.out_width * shape.cout_blocks
     acc_rows = 1 + per_channel
     inp_rows = _valid_inputs(shape, s.rows, 0) * _valid_inputs(shape, s.cols, 1)
+    acc_loads, acc_blocks = _acc_row_loads(shape, s)
     return {
         "inp_bytes": nb * cout_tiles * inp_rows * shape.cin_blocks * cfg.elem_bytes("inp"),
         "wgt_bytes": spatial * shape.cout_blocks * shape.cin_blocks * taps * cfg.elem_bytes("wgt"),
-        "acc_bytes": spatial * shape.cout_blocks * acc_rows * cfg.elem_bytes("acc"),
+        "acc_bytes": acc_blocks * acc_rows * cfg.elem_bytes("acc"),
         "out_bytes": outputs * cfg.elem_bytes("out"),
         "gemm_uops": outputs * shape.cin_blocks * taps,
         "alu_uops": outputs * (1 + epilogue_ops),
-        "acc_source_uops": outputs * (1 + per_channel),
-        "load_insns": tiles * acc_rows + spatial * cout_tiles * (shape.cin_blocks + steps),
+        "load_insns": acc_loads * acc_rows + tiles * (shape.cin_blocks + steps),
         "gemm_insns": tiles * steps,
         "alu_insns": tiles * (1 + epilogue_ops),
         "store_insns": spatial * shape.cout_blocks,
@@ -85,8 +101,7 @@ def predict_cycles(cfg: HwConfig, c: dict[str, int], threads: int,
     bus = cfg.axi_data_bits / 8
     rate = bus if model.bytes_per_cycle is None else min(bus, model.bytes_per_cycle)
     load = (c["inp_bytes"] + c["wgt_bytes"]) / rate + c["load_insns"] * DMA_INSN_CYCLES
-    alu = c["alu_uops"] + c["acc_source_uops"] * (ACC_SOURCE_CYCLES - 1)
-    compute = (c["gemm_uops"] + alu + c["acc_bytes"] / rate
+    compute = (c["gemm_uops"] + c["alu_uops"] + c["acc_bytes"] / rate
                + (c["gemm_insns"] + c["alu_insns"]) * COMPUTE_INSN_CYCLES)
     store = c["out_bytes"] / rate + c["store_insns"] * DMA_INSN_CYCLES
     latency = model.read_latency + model.write_latency
