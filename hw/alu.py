@@ -84,9 +84,10 @@ class TensorAlu(wiring.Component):
             ]
             # A rounding shift by n > 0 is v >> (n - 1) plus the last bit that v >> n drops:
             # rounding half up without the overflow of v + 2**(n-1). v is MULR's product, or x.
+            # The result wraps to `bits`, so only the low bits + 1 of v >> (n - 1) matter.
             rounding = Signal(name=f"rounding_{lane}")
             amount = Signal(range(wide), name=f"amount_{lane}")
-            shifted = Signal(signed(wide), name=f"shifted_{lane}")
+            shifted = Signal(signed(bits + 1), name=f"shifted_{lane}")
             m.d.comb += [
                 rounding.eq(Mux(mulr, shift != 0, (op == AluOp.RSHR) & (right != 0))),
                 amount.eq(Mux(mulr, shift, right) - rounding),
