@@ -14,8 +14,8 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
   `GemmCore.latency` cycles later. ACC[dst] is read one cycle before the sums arrive, so the
   read-add-write of the accumulator spans a single cycle: write at fire + 1 + GemmCore.latency.
 - **ALU**: the TensorAlu takes ACC[dst] and ACC[src] (or the broadcast immediate; MULR takes
-  the immediate field as its shift besides ACC[src]) one cycle after the fire and returns the result TensorAlu.latency cycles later: write at
-  fire + 1 + TensorAlu.latency.
+  the immediate field as its shift besides ACC[src]) one cycle after the fire and returns the
+  result TensorAlu.latency cycles later: write at fire + 1 + TensorAlu.latency.
 - **write**: ACC[dst] and OUT[dst] (each lane wrapped to out_bits) are written in the same cycle.
 
 So a uop is written 3 + GemmCore.latency cycles after it issues (6 on 1x4x4, 7 on 1x16x16) or
