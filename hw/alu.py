@@ -94,9 +94,15 @@ class TensorAlu(wiring.Component):
                 shifted.eq(Mux(mulr, product[:wide].as_signed(), xl) >> amount),
             ]
             rounded = Mux(rounding, (shifted >> 1) + shifted[0], shifted)
-            # CLIP's bounds are the signed bytes of the (immediate) y.
+            # CLIP's bounds are the signed bytes of the (immediate) y. Its result min(max(x, lo),
+            # hi) lies in [min(lo, hi), hi], so it is a signed byte: only the selects are wide.
             lo, hi = yl[:8].as_signed(), yl[8:16].as_signed()
-            above = Mux(xl < lo, lo, xl)
+            below = Signal(name=f"below_{lane}")
+            clipped = Signal(signed(8), name=f"clipped_{lane}")
+            m.d.comb += [
+                below.eq(xl < lo),
+                clipped.eq(Mux(Mux(below, lo > hi, xl > hi), hi, Mux(below, lo, xl[:8]))),
+            ]
             with m.Switch(op):
                 with m.Case(AluOp.MIN):
                     m.d.sync += out.eq(Mux(xl < yl, xl, yl))
@@ -113,7 +119,7 @@ class TensorAlu(wiring.Component):
                 with m.Case(AluOp.MULR):
                     m.d.sync += out.eq(rounded)
                 with m.Case(AluOp.CLIP):
-                    m.d.sync += out.eq(Mux(above > hi, hi, above))
+                    m.d.sync += out.eq(clipped)
                 with m.Default():
                     m.d.sync += out.eq(xl)
         return m
