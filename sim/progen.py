@@ -431,7 +431,8 @@ class _Builder:
         return [*loads, _Op(Insn(Opcode.ALU, alu_op=op, **imm, **fields), tags=frozenset({"out"}))]
 
     def _epilogue(self, slot: int) -> list[_Op]:
-        """ALU ops with immediates over the same rows, then a right shift.
+        """ALU ops with immediates (or MULR by rows that hold data) over the same rows, then a
+        right shift.
 
         OUT keeps only the low out_bits of ACC; the shift brings higher bits into view.
         """
@@ -439,10 +440,11 @@ class _Builder:
         dst = self._pick("acc", *self.windows["acc"][slot])
         if dst is None:
             return []
-        loads, fields = self._nest(Opcode.ALU, {"dst": dst, "src": (0, cfg.acc_depth),
+        # Source rows that hold data, for a MULR among the steps (the other ops ignore them).
+        src = self._pick("acc", 0, cfg.acc_depth)
+        loads, fields = self._nest(Opcode.ALU, {"dst": dst, "src": src or (0, cfg.acc_depth),
                                                 "wgt": (0, cfg.wgt_depth)})
-        # Immediate ops only (the source rows may hold no data); `_alu` covers MULR.
-        ops = [op for op in AluOp if op != AluOp.MULR]
+        ops = [op for op in AluOp if src or op != AluOp.MULR]
         steps = [(op, self._operand(op)) for op in rng.sample(ops, rng.randint(1, 3))]
         # Mostly small shifts: GEMM sums of narrow lanes have few high bits to show.
         most = cfg.acc_bits - 1 if rng.random() < 0.3 else 12
