@@ -371,7 +371,7 @@ class _Builder:
         lo, hi = rng.choice(runs)
         x = rng.randint(1, min(self.size.x, hi - lo))
         y = 0 if rng.random() < 0.05 else rng.randint(1, min(self.size.y, (hi - lo) // x))
-        base = rng.randint(lo, hi - x * y)
+        base = rng.randint(lo, hi - max(1, x * y))  # a STORE of no rows still needs a real row
         stride = self._stride(x, overlap=0.4)  # when rows overlap, the later row must win
         insn = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=base, y_size=y, x_size=x,
                     x_stride=stride, dram_base=self._dram("out", y, x, stride))
