@@ -59,10 +59,12 @@ class Op(StrEnum):
 #   weights   int array (C_out, C_in, KH, KW), signed `wgt_bits`
 #   bias      int64 array (C_out,), added to the accumulator (scale = x.scale * w.scale[c])
 #   strides   (sh, sw);  pads (top, left, bottom, right);  groups 1
-#   pre_shift int >= 0, multiplier int array (C_out,) |m| < 2**15, post_shift int >= 0
+#   pre_shift int >= 0, multiplier int array (C_out,) |m| < 2**15,
+#   post_shift int in [0, acc_bits + 15]
 #   clip      (lo, hi) on the requantized value (e.g. (0, 127) after a ReLU)
 # y[c] = clip(rshr(rshr(acc[c], pre_shift) * multiplier[c], post_shift), lo, hi), where rshr is
-# the ALU's rounding shift (isa.semantics) and acc[c] = bias[c] + sum x * w, exactly as the
+# the ALU's rounding shift (isa.semantics), the product is exact, the value before the clip
+# wraps to acc_bits (the ALU's MULR) and acc[c] = bias[c] + sum x * w, exactly as the
 # accelerator computes it.
 # An IM2COL node (attrs kernel (KH, KW), strides, pads as for Conv) lays every input window out
 # as channels: y[n, (c*KH + i)*KW + j, oh, ow] = x_padded[n, c, oh*sh + i, ow*sw + j], so a

@@ -5,7 +5,8 @@ zero-padded to whole blocks):
 
 - input ``x``: INP elements ``[N/B][C_in/Bi][H][W]``, each ``[b][i]``;
 - weights ``w``: WGT elements ``[C_out/Bo][C_in/Bi][KH][KW]``, each ``[o][i]``;
-- ``bias`` and per-channel ``mult``: one ACC element per output block (repeated over ``b``);
+- ``bias`` and ``mult`` (the multipliers, per channel even when uniform): one ACC element per
+  output block (repeated over ``b``);
 - output ``y``: OUT elements ``[N/B][C_out/Bo][H_out][W_out]``, each ``[b][o]``.
 
 Per output tile (batch block, output rows and columns, output-channel blocks) compute loads the bias
@@ -13,10 +14,12 @@ and multiplier rows (unless its ACC half holds them from an earlier tile) and in
 accumulators from the bias (ALU MOV); per input channel step, load brings the padded input window of
 each input block and the weight blocks, and one GEMM runs the uop kernel over (output block, input
 block, kh, kw) while its two loops walk the tile's output rows and columns (VTA's direct
-convolution: no im2col). The epilogue is the requantization of `compiler.ir` (RSHR, MUL, RSHR, MAX,
-MIN on the ALU) and one STORE per output block. Each ALU instruction runs one uop over the output
-blocks (outer loop) and their pixels (inner loop), so the MOV and the per-channel MUL, whose ACC
-source is one row per block, issue one uop per cycle on the execute pipeline's source-row cache.
+convolution: no im2col). The epilogue is the requantization of `compiler.ir` on the ALU: MULR by
+the multiplier rows with post_shift (after an RSHR by pre_shift if there is one), then CLIP when
+both bounds fit a signed byte, else MAX and MIN as needed; then one STORE per output block. Each
+ALU instruction runs one uop over the output blocks (outer loop) and their pixels (inner loop), so
+the MOV and the MULR, whose ACC source is one row per block, issue one uop per cycle on the
+execute pipeline's source-row cache.
 Buffers are split into `threads` halves that alternate between tiles and steps, with dependency
 tokens as in `loom.samples` so loads, compute and stores overlap.
 """
@@ -35,6 +38,7 @@ from isa.formats import PAD_BITS, AluOp, MemType, Opcode
 from isa.instructions import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn, Uop
 from isa.packing import pack_elements
 from isa.program import Layout, Program, Segment
+from isa.semantics import clip_imm
 
 MAX_PAD = (1 << PAD_BITS) - 1
 
@@ -126,6 +130,20 @@ def lower_conv(
     return LoweredConv(program, shape, schedule, n, c_in, c_out, macs)
 
 
+def epilogue_steps(cfg: HwConfig, attrs: dict) -> list[tuple[AluOp, int]]:
+    """The requantization ALU ops of a QCONV after the bias MOV, with their immediates."""
+    steps = [(AluOp.RSHR, attrs["pre_shift"])] if attrs["pre_shift"] else []
+    steps.append((AluOp.MULR, attrs["post_shift"]))
+    lo, hi = attrs["clip"]
+    limit = 1 << (cfg.acc_bits - 1)
+    if -128 <= lo <= 127 and -128 <= hi <= 127:
+        steps.append((AluOp.CLIP, clip_imm(lo, hi)))
+    else:
+        steps += [(AluOp.MAX, lo)] if lo > -limit else []
+        steps += [(AluOp.MIN, hi)] if hi < limit - 1 else []
+    return steps
+
+
 class _Tile(NamedTuple):
     """An output tile: batch block, first row/col/output block and their counts, ACC half."""
 
@@ -168,8 +186,6 @@ class _ConvBuilder:
     def __init__(self, cfg: HwConfig, shape: ConvShape, schedule: ConvSchedule, attrs: dict):
         self.cfg, self.s, self.t = cfg, shape, schedule
         self.attrs = attrs
-        multiplier = np.asarray(attrs["multiplier"]).reshape(-1)
-        self.uniform = bool(np.all(multiplier == multiplier[0]))
         self.kernels: dict[str, list[Uop]] = {}
         # Per ACC half: the (first block, blocks, ACC index) of the bias and multiplier rows it
         # holds. Only LOAD ACC writes those rows, so a later tile of that layout keeps them.
@@ -190,11 +206,8 @@ class _ConvBuilder:
             Segment("x", "input", "inp", s.batch_blocks * s.cin_blocks * s.height * s.width),
             Segment("w", "weights", "wgt", len(wgt), pack_elements(wgt, cfg, "wgt")),
             Segment("bias", "weights", "acc", s.cout_blocks, self._acc_rows(a["bias"])),
+            Segment("mult", "weights", "acc", s.cout_blocks, self._acc_rows(a["multiplier"])),
         ]
-        if not self.uniform:
-            segments.append(
-                Segment("mult", "weights", "acc", s.cout_blocks, self._acc_rows(a["multiplier"]))
-            )
         out_count = s.batch_blocks * s.cout_blocks * s.out_height * s.out_width
         segments.append(Segment("y", "output", "out", out_count))
         return segments
@@ -310,9 +323,8 @@ class _ConvBuilder:
                     "x_stride": tile.cout}
             items.append(_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
                                  "bias", tile.co0))
-            if not self.uniform:
-                items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult",
-                                     tile.co0))
+            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult",
+                                 tile.co0))
         items.append(init)
         for step in steps:
             items += self._step(tile, step)
@@ -391,33 +403,14 @@ class _ConvBuilder:
     def _epilogue(self, mult: _WithKernel) -> list:
         """Requantization on the ALU; the last instruction tells store the tile is ready.
 
-        `mult` multiplies by the multiplier rows; the ops with an immediate run the same loops
-        (the source field is unused).
+        `mult` reads the multiplier rows (MULR's ACC source, its immediate the post shift); the
+        ops with an immediate run the same loops (the source field is unused).
         """
-        a, cfg = self.attrs, self.cfg
-        ops = []
-        if a["pre_shift"]:
-            ops.append((AluOp.RSHR, a["pre_shift"]))
-        if self.uniform:
-            m = int(np.asarray(a["multiplier"]).reshape(-1)[0])
-            if m != 1:
-                ops.append((AluOp.MUL, m))
-        else:
-            ops.append((AluOp.MUL, None))
-        if a["post_shift"]:
-            ops.append((AluOp.RSHR, a["post_shift"]))
-        lo, hi = a["clip"]
-        if lo > -(1 << (cfg.acc_bits - 1)):
-            ops.append((AluOp.MAX, lo))
-        if hi < (1 << (cfg.acc_bits - 1)) - 1:
-            ops.append((AluOp.MIN, hi))
-        if not ops:  # something must tell store that the tile is ready
-            ops.append((AluOp.ADD, 0))
+        ops = epilogue_steps(self.cfg, self.attrs)
         items = []
         for index, (op, imm) in enumerate(ops):
-            insn = mult.insn.replace(alu_op=op, push_next=int(index == len(ops) - 1))
-            if imm is not None:
-                insn = insn.replace(use_imm=1, imm=imm)
+            insn = mult.insn.replace(alu_op=op, push_next=int(index == len(ops) - 1), imm=imm,
+                                     use_imm=int(op != AluOp.MULR))
             items.append(_WithKernel(mult.kernel, insn))
         return items
 

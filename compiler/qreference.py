@@ -8,7 +8,10 @@ rounding shift, multiply and clip goes through `isa.semantics.alu`, the ALU the 
 QCONV (attributes at `compiler.ir.QCONV_ATTRS`), per output channel c::
 
     acc = wrap_acc(bias[c] + sum x * w)                      exact sum, wrapped like the GEMM core
-    y   = MIN(MAX(RSHR(MUL(RSHR(acc, pre_shift), multiplier[c]), post_shift), lo), hi)
+    y   = MIN(MAX(MULR(RSHR(acc, pre_shift), multiplier[c], post_shift), lo), hi)
+
+where MULR(v, m, n) = wrap_acc(rshr(v * m, n)) with the product exact (the ALU's MULR; the
+quantizer's parameters make the wrap a no-op, and the clip is CLIP or MAX and MIN on the ALU).
 
 QADD (an n-ary weighted sum; one input is a plain requantization, e.g. a Relu between two
 quantizations of an imported QDQ model)::
@@ -45,17 +48,21 @@ from isa.semantics import alu
 def requantize(
     acc: np.ndarray, pre_shift: int, multiplier, post_shift: int, clip, acc_bits: int
 ) -> np.ndarray:
-    """QCONV's epilogue on accumulators: RSHR, MUL, RSHR, MAX, MIN as the ALU executes them."""
+    """QCONV's epilogue on accumulators: RSHR, MULR, then the clip, as the ALU executes them."""
     y = alu(AluOp.RSHR, acc, np.int64(pre_shift), acc_bits)
-    y = alu(AluOp.MUL, y, np.asarray(multiplier, dtype=np.int64), acc_bits)
-    return _shift_clip(y, post_shift, clip, acc_bits)
+    y = alu(AluOp.MULR, y, np.asarray(multiplier, dtype=np.int64), acc_bits, post_shift)
+    return _clip(y, clip, acc_bits)
+
+
+def _clip(y: np.ndarray, clip, acc_bits: int) -> np.ndarray:
+    """MAX lo, then MIN hi (what CLIP computes in one step)."""
+    lo, hi = clip
+    return alu(AluOp.MIN, alu(AluOp.MAX, y, np.int64(lo), acc_bits), np.int64(hi), acc_bits)
 
 
 def _shift_clip(y: np.ndarray, shift: int, clip, acc_bits: int) -> np.ndarray:
-    """The common tail of every requantization: rounding shift, then the clip."""
-    lo, hi = clip
-    y = alu(AluOp.RSHR, y, np.int64(shift), acc_bits)
-    return alu(AluOp.MIN, alu(AluOp.MAX, y, np.int64(lo), acc_bits), np.int64(hi), acc_bits)
+    """The tail of QADD's requantization: rounding shift, then the clip."""
+    return _clip(alu(AluOp.RSHR, y, np.int64(shift), acc_bits), clip, acc_bits)
 
 
 def _sum_pool(x: np.ndarray, kernel, strides, pads) -> np.ndarray:

@@ -22,8 +22,9 @@ Both `quantize_graph` (post-training quantization of a float graph with calibrat
 
 Requantization: the real multiplier M[c] = x_scale * w_scale[c] / y_scale becomes
 multiplier[c] / 2**(pre_shift + post_shift) (`choose_requant`), so the accelerator's ALU does it
-with a rounding shift, a multiply by a 16-bit immediate or ACC row, a rounding shift and a clip,
-never overflowing acc_bits for the worst-case accumulator sum|w[c]| * 2**(bits-1) + |bias[c]|.
+with MULR (an exact product with a 16-bit ACC row, then a rounding shift) and a clip, after a
+rounding pre-shift only if it must, never overflowing acc_bits for the worst-case accumulator
+sum|w[c]| * 2**(bits-1) + |bias[c]|.
 
 Imported zero points: activations of any zero point are stored signed (uint8 q becomes q - 128,
 zero point z - 128). The input zero point z_x is folded into the bias
@@ -51,6 +52,7 @@ from compiler.ir import CompileError, Graph, Node, Op, QuantParams, Value
 from compiler.passes import drop_unused, fuse_gemm_layout
 from compiler.reference import run_float
 from isa.config import HwConfig
+from isa.semantics import mulr_max_shift
 
 MULT_BITS = 16  # multipliers are signed 16-bit ALU immediates (or ACC rows holding such values)
 MULT_MAX = (1 << (MULT_BITS - 1)) - 1
@@ -97,15 +99,18 @@ def rshr_bound(bound, shift: int) -> np.ndarray:
 
 
 def _fixed_point(
-    reals: np.ndarray, acc_bits: int, bound: Callable[[np.ndarray, int], int]
+    reals: np.ndarray, acc_bits: int, bound: Callable[[np.ndarray, int], int],
+    max_shift: int | None = None,
 ) -> tuple[np.ndarray, int] | None:
-    """Multipliers round(reals * 2**shift) for the largest shift in [0, acc_bits] that keeps each
-    |multiplier| <= MULT_MAX and bound(multipliers, shift) < 2**(acc_bits-1); None if none does."""
+    """Multipliers round(reals * 2**shift) for the largest shift in [0, max_shift] (default
+    acc_bits) that keeps each |multiplier| <= MULT_MAX and bound(multipliers, shift) <
+    2**(acc_bits-1); None if none does."""
     limit = 1 << (acc_bits - 1)
+    top = acc_bits if max_shift is None else max_shift
     largest = float(np.abs(reals).max())
     # Shifts above the one where the largest multiplier reaches 16 bits cannot fit: skip them.
-    start = acc_bits if largest == 0 else int(
-        min(acc_bits, max(0.0, np.floor(np.log2((MULT_MAX + 0.5) / largest)) + 1)))
+    start = top if largest == 0 else int(
+        min(top, max(0.0, np.floor(np.log2((MULT_MAX + 0.5) / largest)) + 1)))
     for shift in range(start, -1, -1):
         ms = np.floor(reals * 2.0**shift + 0.5).astype(np.int64)
         if np.abs(ms).max() <= MULT_MAX and bound(ms, shift) < limit:
@@ -129,11 +134,13 @@ def requant_error(rq: Requant, real_multiplier, acc_bound, out_magnitude: float)
 def choose_requant(real_multiplier, acc_bound, acc_bits: int, out_magnitude: float) -> Requant:
     """Requantization of accumulators bounded by `acc_bound` (per channel) by `real_multiplier`.
 
-    Candidates are every pre_shift with, as post_shift, the largest in [0, acc_bits] that keeps
-    the multipliers in 16 signed bits and guarantees
-    |rshr(acc, pre_shift)| * |multiplier[c]| < 2**(acc_bits-1) for every |acc| <= acc_bound[c].
-    A larger pre_shift buys multiplier bits with accumulator bits; the choice is the candidate
-    of least `requant_error` (results up to out_magnitude quanta), the smaller pre_shift on ties.
+    The accelerator multiplies with MULR, whose product is exact, so only the result must fit:
+    candidates are every pre_shift with, as post_shift, the largest in [0, acc_bits + 15] (MULR's
+    shifts) that keeps the multipliers in 16 signed bits and guarantees
+    |rshr(rshr(acc, pre_shift) * multiplier[c], post_shift)| < 2**(acc_bits-1) for every
+    |acc| <= acc_bound[c]. A pre_shift only loses accumulator bits unless the multipliers do not
+    fill 16 bits without it; the choice is the candidate of least `requant_error` (results up to
+    out_magnitude quanta), the smaller pre_shift on ties, so it is almost always 0.
     Each multiplier is its real one rounded to a multiple of 2**-(pre_shift + post_shift).
     """
     real = np.atleast_1d(np.asarray(real_multiplier, dtype=np.float64))
@@ -147,7 +154,9 @@ def choose_requant(real_multiplier, acc_bound, acc_bits: int, out_magnitude: flo
     for pre in range(acc_bits + 1):
         shifted = rshr_bound(bound, pre)
         found = _fixed_point(
-            real * 2.0**pre, acc_bits, lambda ms, _, s=shifted: int((s * np.abs(ms)).max())
+            real * 2.0**pre, acc_bits,
+            lambda ms, post, s=shifted: int(rshr_bound(s * np.abs(ms), post).max()),
+            mulr_max_shift(acc_bits),
         )
         if found is None:
             continue

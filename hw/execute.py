@@ -13,9 +13,9 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
 - **GEMM**: the GemmCore takes the INP/WGT data one cycle after the fire and returns the sums
   `GemmCore.latency` cycles later. ACC[dst] is read one cycle before the sums arrive, so the
   read-add-write of the accumulator spans a single cycle: write at fire + 1 + GemmCore.latency.
-- **ALU**: the TensorAlu takes ACC[dst] and ACC[src] (or the broadcast immediate) one cycle
-  after the fire and returns the result TensorAlu.latency cycles later: write at
-  fire + 1 + TensorAlu.latency.
+- **ALU**: the TensorAlu takes ACC[dst] and ACC[src] (or the broadcast immediate; MULR takes
+  the immediate field as its shift besides ACC[src]) one cycle after the fire and returns the
+  result TensorAlu.latency cycles later: write at fire + 1 + TensorAlu.latency.
 - **write**: ACC[dst] and OUT[dst] (each lane wrapped to out_bits) are written in the same cycle.
 
 So a uop is written 3 + GemmCore.latency cycles after it issues (6 on 1x4x4, 7 on 1x16x16) or
@@ -287,7 +287,11 @@ class ExecutePipeline(wiring.Component):
                 alu.y.eq(acc_data),
                 alu.keep_y.eq(~track_valid[1] | reused),
             ]
-        m.d.comb += [alu.op.eq(alu_insn.alu_op), alu.valid.eq(track_valid[1] & ~is_gemm)]
+        m.d.comb += [
+            alu.op.eq(alu_insn.alu_op),
+            alu.shift.eq(alu_insn.imm),  # MULR's shift; a legal one is never negative
+            alu.valid.eq(track_valid[1] & ~is_gemm),
+        ]
 
         # -- ACC and OUT writes ----------------------------------------------------------
         result = Signal(acc)

@@ -14,6 +14,8 @@ case-insensitive, segment and kernel names are not::
     nop load|compute|store
     gemm uop=B:E iter=O,I [dst=O,I] [src=O,I] [wgt=O,I] [reset]
     alu min|max|add|shr|mul|rshr|mov uop=B:E iter=O,I [dst=O,I] [src=O,I] [imm=V]
+    alu mulr uop=B:E iter=O,I [dst=O,I] [src=O,I] shift=N       ; multiplier from ACC[src]
+    alu clip uop=B:E iter=O,I [dst=O,I] [src=O,I] clip=LO,HI    ; or imm=V, the encoded bounds
     finish
 
 ADDR is a number, `SEG` or `SEG+N`; `pop=`/`push=` take `prev`, `next` or `prev,next`.
@@ -41,6 +43,7 @@ from isa.formats import DEP_FLAGS, AluOp, MemType, Opcode
 from isa.instructions import Insn, Uop, encode, encode_uop
 from isa.packing import pack_elements
 from isa.program import UOP_SEGMENT, Layout, Program, Segment
+from isa.semantics import clip_bounds, clip_imm
 
 # What `.segment` may declare; the `uops` kind and memory belong to the `.kernel` blocks.
 SEGMENT_KINDS = ("input", "output", "weights", "scratch")
@@ -499,8 +502,16 @@ def _gemm(words: list[str], layout: Layout) -> Insn:
 def _alu(words: list[str], layout: Layout) -> Insn:
     op, rest = _choice(words, _ALU_OPS, "alu")
     what = f"alu {op.name.lower()}"
-    keys = _keys(rest, (*_LOOP_KEYS, "imm", *_DEP_KEYS), what)
+    keys = _keys(rest, (*_LOOP_KEYS, "imm", "shift", "clip", *_DEP_KEYS), what)
     imm = {"use_imm": 1, "imm": _int(keys["imm"], "imm")} if "imm" in keys else {}
+    if "shift" in keys:  # MULR's shift, in the immediate field with use_imm=0
+        imm = {"imm": _int(keys["shift"], "shift")}
+    if "clip" in keys:
+        lo, hi = _ints(keys["clip"], "clip", 2, ",")
+        try:
+            imm = {"use_imm": 1, "imm": clip_imm(lo, hi)}
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
     return Insn(Opcode.ALU, alu_op=op, **_loop_fields(keys, what), **imm, **_deps(keys))
 
 
@@ -665,4 +676,8 @@ def _gemm_text(insn: Insn) -> str:
 
 def _alu_text(insn: Insn) -> str:
     text = f"alu {AluOp(insn.alu_op).name.lower()} {_loop_text(insn)}"
-    return f"{text} imm={insn.imm}" if insn.use_imm else text
+    if insn.alu_op == AluOp.CLIP and insn.use_imm:
+        return f"{text} clip={','.join(str(b) for b in clip_bounds(insn.imm))}"
+    if insn.use_imm:
+        return f"{text} imm={insn.imm}"
+    return f"{text} shift={insn.imm}" if insn.alu_op == AluOp.MULR else text

@@ -25,7 +25,7 @@ SIZE_BITS = 16
 STRIDE_BITS = 16
 PAD_BITS = 4
 LOOP_ITER_BITS = 14
-ALU_OP_BITS = 3
+ALU_OP_BITS = 4
 IMM_BITS = 16
 
 
@@ -64,6 +64,8 @@ class AluOp(IntEnum):
     MUL = 4
     RSHR = 5
     MOV = 6
+    MULR = 7
+    CLIP = 8
 
 
 class IndexWidths(NamedTuple):

@@ -4,7 +4,7 @@ An `Insn` is an opcode plus a value for every field of that opcode's format (abs
 `encode` range-checks every field against the config's table before packing, so a value never
 wraps silently; `decode` rejects unknown opcodes, memory types and ALU ops. `check` enforces the
 rules that field ranges alone do not: which memory types each opcode takes, where padding is
-allowed, and which dependency flags each stage may use.
+allowed, which dependency flags each stage may use, and how each ALU op sets use_imm and imm.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from isa.config import HwConfig
 from isa.errors import IsaError
 from isa.formats import DEP_FLAGS, INSN_BITS, AluOp, Format, MemType, Opcode, field_names
+from isa.semantics import mulr_max_shift
 
 INSN_BYTES = INSN_BITS // 8
 
@@ -168,13 +169,28 @@ def check(insn: Insn, cfg: HwConfig) -> None:
                 f"{insn.op.name} uop_end {insn.uop_end} exceeds the uop buffer depth "
                 f"{cfg.uop_depth}"
             )
-        if insn.op == Opcode.ALU and not insn.use_imm and insn.imm:
-            raise IsaError(f"ALU imm={insn.imm} is ignored when use_imm=0: set imm to 0")
-        if insn.op == Opcode.ALU and insn.alu_op not in AluOp._value2member_map_:
-            raise IsaError(
-                f"ALU op {insn.alu_op} does not exist; ops are "
-                f"{', '.join(f'{o.name}={o.value}' for o in AluOp)}"
-            )
+        if insn.op == Opcode.ALU:
+            _check_alu(insn, cfg)
+
+
+def _check_alu(insn: Insn, cfg: HwConfig) -> None:
+    if insn.alu_op not in AluOp._value2member_map_:
+        raise IsaError(
+            f"ALU op {insn.alu_op} does not exist; ops are "
+            f"{', '.join(f'{o.name}={o.value}' for o in AluOp)}"
+        )
+    if insn.alu_op == AluOp.MULR:
+        # MULR's operand is always ACC[src]; its immediate field holds the shift.
+        if insn.use_imm:
+            raise IsaError("ALU MULR multiplies by ACC[src]: set use_imm to 0")
+        top = mulr_max_shift(cfg.acc_bits)
+        if not 0 <= insn.imm <= top:
+            raise IsaError(f"ALU MULR shift imm={insn.imm} is outside [0, {top}]")
+    elif insn.alu_op == AluOp.CLIP:
+        if not insn.use_imm:
+            raise IsaError("ALU CLIP takes its bounds from the immediate: set use_imm to 1")
+    elif not insn.use_imm and insn.imm:
+        raise IsaError(f"ALU imm={insn.imm} is ignored when use_imm=0: set imm to 0")
 
 
 def _check_mem(insn: Insn) -> None:

@@ -219,7 +219,7 @@ class FunctionalSim:
                 self._alu_in_order(op, dst, src, insn.imm)
             else:
                 y = np.int64(insn.imm) if src is None else self.acc[src]
-                self._write_back(dst, alu(op, self.acc[dst], y, self.cfg.acc_bits))
+                self._write_back(dst, alu(op, self.acc[dst], y, self.cfg.acc_bits, insn.imm))
             stats.alu_uops += dst.size
             stats.alu_lane_ops += dst.size * self.cfg.batch * self.cfg.block_out
 
@@ -237,7 +237,7 @@ class FunctionalSim:
         """The ALU one execution at a time (vectorized over lanes only)."""
         acc, bits = self.acc, self.cfg.acc_bits
         for e, d in enumerate(dst):
-            acc[d] = alu(op, acc[d], np.int64(imm) if src is None else acc[src[e]], bits)
+            acc[d] = alu(op, acc[d], np.int64(imm) if src is None else acc[src[e]], bits, imm)
         self.out[dst] = wrap(acc[dst], self.cfg.out_bits)
 
     def _write_back(self, dst: np.ndarray, values: np.ndarray) -> None:

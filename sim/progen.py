@@ -51,6 +51,7 @@ from isa.instructions import (
 )
 from isa.instructions import stage_of as route
 from isa.program import Layout, Program, Segment
+from isa.semantics import clip_imm, mulr_max_shift
 
 MAX_PAD = (1 << PAD_BITS) - 1
 PAD_FIELDS = ("y_pad_0", "y_pad_1", "x_pad_0", "x_pad_1")
@@ -370,7 +371,7 @@ class _Builder:
         lo, hi = rng.choice(runs)
         x = rng.randint(1, min(self.size.x, hi - lo))
         y = 0 if rng.random() < 0.05 else rng.randint(1, min(self.size.y, (hi - lo) // x))
-        base = rng.randint(lo, hi - x * y)
+        base = rng.randint(lo, hi - max(1, x * y))  # a STORE of no rows still needs a real row
         stride = self._stride(x, overlap=0.4)  # when rows overlap, the later row must win
         insn = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=base, y_size=y, x_size=x,
                     x_stride=stride, dram_base=self._dram("out", y, x, stride))
@@ -419,18 +420,19 @@ class _Builder:
         if dst is None:
             return []
         op = rng.choice(list(AluOp))
-        if rng.random() < 0.5:
-            mode, src, imm = "free", (0, cfg.acc_depth), {"use_imm": 1, "imm": self._imm(op)}
+        if op == AluOp.CLIP or (op != AluOp.MULR and rng.random() < 0.5):
+            mode, src, imm = "free", (0, cfg.acc_depth), self._operand(op)
         else:
             mode = rng.choice(("same", "chain", "free", "free"))
             src = dst if mode != "free" else self._pick("acc", 0, cfg.acc_depth)
-            imm = {}
+            imm = self._operand(op) if op == AluOp.MULR else {}
         loads, fields = self._nest(Opcode.ALU, {"dst": dst, "src": src, "wgt": (0, cfg.wgt_depth)},
                                    mode)
         return [*loads, _Op(Insn(Opcode.ALU, alu_op=op, **imm, **fields), tags=frozenset({"out"}))]
 
     def _epilogue(self, slot: int) -> list[_Op]:
-        """ALU ops with immediates over the same rows, then a right shift.
+        """ALU ops with immediates (or MULR by rows that hold data) over the same rows, then a
+        right shift.
 
         OUT keeps only the low out_bits of ACC; the shift brings higher bits into view.
         """
@@ -438,17 +440,33 @@ class _Builder:
         dst = self._pick("acc", *self.windows["acc"][slot])
         if dst is None:
             return []
-        loads, fields = self._nest(Opcode.ALU, {"dst": dst, "src": (0, cfg.acc_depth),
+        # Source rows that hold data, for a MULR among the steps (the other ops ignore them).
+        src = self._pick("acc", 0, cfg.acc_depth)
+        loads, fields = self._nest(Opcode.ALU, {"dst": dst, "src": src or (0, cfg.acc_depth),
                                                 "wgt": (0, cfg.wgt_depth)})
-        steps = [(op, self._imm(op)) for op in rng.sample(list(AluOp), rng.randint(1, 3))]
+        ops = [op for op in AluOp if src or op != AluOp.MULR]
+        steps = [(op, self._operand(op)) for op in rng.sample(ops, rng.randint(1, 3))]
         # Mostly small shifts: GEMM sums of narrow lanes have few high bits to show.
         most = cfg.acc_bits - 1 if rng.random() < 0.3 else 12
-        steps.append((rng.choice((AluOp.SHR, AluOp.RSHR)), rng.randint(1, most)))
-        return [*loads, *(_Op(Insn(Opcode.ALU, alu_op=op, use_imm=1, imm=imm, **fields),
+        shift = rng.choice((AluOp.SHR, AluOp.RSHR))
+        steps.append((shift, {"use_imm": 1, "imm": rng.randint(1, most)}))
+        return [*loads, *(_Op(Insn(Opcode.ALU, alu_op=op, **imm, **fields),
                               tags=frozenset({"out"})) for op, imm in steps)]
+
+    def _operand(self, op: AluOp) -> dict[str, int]:
+        """use_imm and imm of an ALU op: an immediate, except for MULR (ACC[src], a shift)."""
+        if op == AluOp.MULR:
+            return {"imm": self._imm(op)}
+        return {"use_imm": 1, "imm": self._imm(op)}
 
     def _imm(self, op: AluOp) -> int:
         rng, bits = self.rng, self.cfg.acc_bits
+        if op == AluOp.MULR:  # a shift of the exact product, edges included
+            top = mulr_max_shift(bits)
+            return rng.choice((0, 1, top, rng.randint(0, top), rng.randint(8, 20)))
+        if op == AluOp.CLIP and rng.random() < 0.7:  # bounds in order; else any immediate
+            lo, hi = sorted(rng.randint(-128, 127) for _ in range(2))
+            return clip_imm(lo, hi)
         if op in (AluOp.SHR, AluOp.RSHR) and rng.random() < 0.7:
             return rng.randint(-bits - 2, bits + 2)
         return rng.randint(IMM_MIN, IMM_MAX) if rng.random() < 0.5 else rng.randint(-16, 16)
@@ -469,7 +487,8 @@ class _Builder:
         if rng.random() < 0.5:
             insn = Insn(Opcode.GEMM, reset=rng.randint(0, 1), **loop)
         else:
-            insn = Insn(Opcode.ALU, alu_op=rng.choice(list(AluOp)), **loop)
+            op = rng.choice(list(AluOp))
+            insn = Insn(Opcode.ALU, alu_op=op, use_imm=int(op == AluOp.CLIP), **loop)
         return [_Op(insn)]
 
     # -- loop nests and uop kernels ------------------------------------------------------------

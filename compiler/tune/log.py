@@ -5,6 +5,12 @@ so a record made while tuning one network applies to every layer of the same sha
 It also carries the config ID, the schedule, the measured cycles (None when the candidate failed
 or ran past its cycle limit; `error` says which), the Verilator model (its cache key: config,
 Verilog, harness and tool) and DRAM model it was measured on, and the tool versions.
+
+The epilogue signature has one letter per requantization ALU instruction after the bias MOV
+(`compiler.lower.epilogue_steps`): p RSHR by the pre-shift, r MULR by the multiplier rows (always
+there, so the rows are always loaded), c CLIP, l MAX and h MIN (bounds that do not fit a byte).
+Keys of logs written before MULR also parse, with their own letters (v per-channel MUL, m uniform
+MUL, q RSHR by the post-shift, '-' none) counting their own instructions.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from compiler.ir import CompileError
+from compiler.lower import epilogue_steps
 from compiler.schedule import ConvSchedule, ConvShape
 from isa.config import HwConfig
+from isa.formats import AluOp
 
 TOOLS = ("loom", "amaranth", "verilator")
 
@@ -37,7 +45,7 @@ def layer_key(cfg: HwConfig, input_shape, attrs: dict) -> str:
 
 _KEY = re.compile(
     r"conv n(?P<n>\d+) c(?P<c>\d+) (?P<h>\d+)x(?P<w>\d+) o(?P<o>\d+) k(?P<kh>\d+)x(?P<kw>\d+) "
-    r"s(?P<sh>\d+)x(?P<sw>\d+) p(?P<pads>\d+,\d+,\d+,\d+) e(?P<e>[pvmqlh]+|-)$"
+    r"s(?P<sh>\d+)x(?P<sw>\d+) p(?P<pads>\d+,\d+,\d+,\d+) e(?P<e>[prclhvmq]+|-)$"
 )
 
 
@@ -54,13 +62,14 @@ class LayerKey:
 
     @property
     def epilogue_ops(self) -> int:
-        """Requantization ALU instructions per tile (one ADD when nothing else is needed)."""
+        """Requantization ALU instructions per tile after the bias MOV (an old key's '-' is one
+        ADD)."""
         return max(1, len(self.epilogue.strip("-")))
 
     @property
     def per_channel(self) -> bool:
-        """True when the multiplier is a per-channel ACC row."""
-        return "v" in self.epilogue
+        """True when the multipliers are ACC rows (loaded with the bias)."""
+        return "r" in self.epilogue or "v" in self.epilogue
 
     def conv_shape(self, cfg: HwConfig) -> ConvShape:
         """The layer's geometry in the accelerator units of `cfg`."""
@@ -85,17 +94,8 @@ def parse_layer_key(key: str) -> LayerKey:
 
 def epilogue_signature(cfg: HwConfig, attrs: dict) -> str:
     """Which requantization steps a layer's epilogue runs (they cost ALU cycles)."""
-    multiplier = np.asarray(attrs["multiplier"]).reshape(-1)
-    lo, hi = attrs["clip"]
-    limit = 1 << (cfg.acc_bits - 1)
-    steps = [
-        "p" if attrs["pre_shift"] else "",
-        "v" if np.any(multiplier != multiplier[0]) else ("m" if multiplier[0] != 1 else ""),
-        "q" if attrs["post_shift"] else "",
-        "l" if lo > -limit else "",
-        "h" if hi < limit - 1 else "",
-    ]
-    return "".join(steps) or "-"
+    letters = {AluOp.RSHR: "p", AluOp.MULR: "r", AluOp.CLIP: "c", AluOp.MAX: "l", AluOp.MIN: "h"}
+    return "".join(letters[op] for op, _ in epilogue_steps(cfg, attrs))
 
 
 def tool_versions() -> dict[str, str]:

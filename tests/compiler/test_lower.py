@@ -10,7 +10,7 @@ from compiler.ir import CompileError, Node, Op
 from compiler.lower import from_elements, lower_conv, to_elements
 from compiler.qreference import qconv
 from compiler.schedule import ConvSchedule
-from isa import MemType, Opcode, load_config
+from isa import AluOp, MemType, Opcode, load_config
 from isa.packing import wrap
 from sim.functional import FunctionalSim
 
@@ -135,13 +135,44 @@ def test_acc_source_alus_walk_the_pixels_of_one_source_row():
     got, lowered, _ = run_lowered(SMALL, x, attrs, schedule)
     np.testing.assert_array_equal(got, qconv_reference(x, attrs, SMALL))
     insns = alu_insns(lowered)
-    assert sum(not insn.use_imm for insn, _ in insns) == 2 * 3  # MOV bias and MUL, per tile
+    assert sum(not insn.use_imm for insn, _ in insns) == 2 * 3  # MOV bias and MULR, per tile
     for insn, length in insns:
         # consecutive uops of a block share its source row: one ACC read per block
         assert length == 1
         assert (insn.iter_out, insn.iter_in, insn.dst_factor_out, insn.dst_factor_in) == \
             (3, 14, 14, 1)
         assert (insn.src_factor_out, insn.src_factor_in) == (1, 0)
+
+
+LIMIT = 1 << 31
+
+
+@pytest.mark.parametrize(("pre_shift", "clip", "uniform", "ops"), [
+    (0, (0, 127), False, [(AluOp.MULR, 0, 13), (AluOp.CLIP, 1, 0x7F00)]),
+    (0, (-128, 127), True, [(AluOp.MULR, 0, 13), (AluOp.CLIP, 1, 0x7F80)]),
+    (3, (0, 127), False, [(AluOp.RSHR, 1, 3), (AluOp.MULR, 0, 13), (AluOp.CLIP, 1, 0x7F00)]),
+    (0, (-1000, 1000), False, [(AluOp.MULR, 0, 13), (AluOp.MAX, 1, -1000),
+                               (AluOp.MIN, 1, 1000)]),
+    (0, (0, 1000), False, [(AluOp.MULR, 0, 13), (AluOp.MAX, 1, 0), (AluOp.MIN, 1, 1000)]),
+    (0, (-LIMIT, LIMIT - 1), False, [(AluOp.MULR, 0, 13)]),
+])
+def test_epilogue_is_mov_mulr_and_clip(pre_shift, clip, uniform, ops):
+    rng = np.random.default_rng(9)
+    attrs = random_qconv(rng, c_in=3, c_out=6, kernel=3, stride=1, pad=1, uniform=uniform,
+                         relu=True)
+    attrs |= {"pre_shift": pre_shift, "post_shift": 13, "clip": clip}
+    x = rng.integers(-128, 128, size=(1, 3, 5, 4))
+    schedule = ConvSchedule(rows=5, cols=4, cout=2, cin=1)
+    got, lowered, _ = run_lowered(SMALL, x, attrs, schedule)
+    want = qconv_reference(x, attrs, SMALL)
+    np.testing.assert_array_equal(got, want)
+    insns = [insn for insn, _ in alu_insns(lowered)]
+    assert [(insn.alu_op, insn.use_imm) for insn in insns[:1]] == [(AluOp.MOV, 0)]
+    assert [(insn.alu_op, insn.use_imm, insn.imm) for insn in insns[1:]] == ops
+    assert [insn.push_next for insn in insns] == [0] * len(ops) + [1]  # the last tells store
+    # the multiplier rows are loaded with the bias rows, uniform or not
+    loads = [i for i in lowered.program.insns if i.op == Opcode.LOAD and i.mem_type == MemType.ACC]
+    assert len(loads) == 2
 
 
 def test_epilogue_loops_over_rows_and_columns_beyond_the_loop_fields():

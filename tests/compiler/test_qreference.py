@@ -76,8 +76,8 @@ def windows(draw, max_kernel: int = 3):
 @SETTINGS
 @given(windows(), st.sampled_from([16, 24, 32]), st.integers(0, 2**32 - 1), st.booleans())
 def test_qconv_matches_its_definition(geometry, acc_bits, seed, relu):
-    """QCONV = clip(rshr(rshr(wrap(bias + sum x*w), pre) * m[c], post)) with ALU wrapping; large
-    operands make 16-bit accumulators wrap."""
+    """QCONV = clip(wrap(rshr(rshr(wrap(bias + sum x*w), pre) * m[c], post))): the product is
+    exact, only the sums and the result wrap (MULR); large operands make both wrap."""
     (n, c, h, w), kernel, strides, pads = geometry
     rng = np.random.default_rng(seed)
     c_out = int(rng.integers(1, 4))
@@ -87,7 +87,8 @@ def test_qconv_matches_its_definition(geometry, acc_bits, seed, relu):
         "bias": rng.integers(-(1 << 20), 1 << 20, size=c_out), "strides": strides, "pads": pads,
         "pre_shift": int(rng.integers(0, 5)), "multiplier": rng.integers(-(1 << 15) + 1, 1 << 15,
                                                                            size=c_out),
-        # Products fill acc_bits (they wrap); a post_shift near that keeps results unclipped.
+        # Products exceed acc_bits (exact in MULR); a post_shift near that keeps results
+        # unclipped, and some wrap.
         "post_shift": int(rng.integers(acc_bits - 10, acc_bits - 6)),
         "clip": (0, 127) if relu else (-128, 127),
     }
@@ -102,7 +103,7 @@ def test_qconv_matches_its_definition(geometry, acc_bits, seed, relu):
                 acc += sum(int(x[b, i, r, col]) * int(attrs["weights"][o, i, ky, kx])
                            for i in range(c))
         v = rshr(wrap(acc, acc_bits), attrs["pre_shift"])
-        v = rshr(wrap(v * int(attrs["multiplier"][o]), acc_bits), attrs["post_shift"])
+        v = wrap(rshr(v * int(attrs["multiplier"][o]), attrs["post_shift"]), acc_bits)
         assert got[b, o, oy, ox] == min(max(v, lo), hi)
 
 

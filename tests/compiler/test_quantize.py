@@ -44,7 +44,7 @@ from compiler.quantize import (
 from compiler.reference import run_float
 from isa import load_config
 from isa.formats import AluOp
-from isa.semantics import alu
+from isa.semantics import alu, mulr_max_shift
 
 DEFAULT, INT4 = load_config("default"), load_config("int4")
 UINT8 = (QuantType.QUInt8, False)  # asymmetric activations, onnxruntime's default
@@ -404,30 +404,29 @@ def layers(draw):
 @settings(derandomize=True, max_examples=300, deadline=None)
 @given(layers(), st.integers(0, 2**32 - 1))
 def test_requant_parameters(layer, seed):
-    """No overflow for the worst-case accumulator; 16-bit multipliers rounded to the nearest
-    multiple of 2**-(pre+post); the ALU's result within requant_error + 1/2 of acc * M; the
-    largest channel's multiplier within 2**-9 (acc 32) or 2**-5 (acc 24) of M, relatively."""
+    """No overflow of the result for the worst-case accumulator; no pre-shift (MULR's exact
+    product leaves all the precision to the multiplier); 16-bit multipliers rounded to the
+    nearest multiple of 2**-(pre+post); the ALU's result within requant_error + 1/2 of acc * M;
+    the largest channel's multiplier full (15 bits) and within 2**-14 of M, relatively."""
     acc_bits, out, real, bound = layer
     rq = choose_requant(real, bound, acc_bits, out)
     m, k = rq.multiplier, rq.pre_shift + rq.post_shift
-    assert 0 <= rq.pre_shift <= acc_bits and 0 <= rq.post_shift <= acc_bits
+    assert rq.pre_shift == 0 and 0 <= rq.post_shift <= mulr_max_shift(acc_bits)
     assert np.abs(m).max() <= MULT_MAX
-    assert (rshr_bound(bound, rq.pre_shift) * np.abs(m)).max() < 1 << (acc_bits - 1)
+    assert rshr_bound(bound * np.abs(m), rq.post_shift).max() < 1 << (acc_bits - 1)
     assert (np.abs(m - real * 2.0**k) <= 0.5).all()
     largest = np.argmax(real)
-    assert abs(m[largest] / 2.0**k - real[largest]) <= real[largest] * 2.0 ** (
-        -9 if acc_bits == 32 else -5)
+    assert int(abs(m[largest])).bit_length() == 15
+    assert abs(m[largest] / 2.0**k - real[largest]) <= real[largest] * 2.0**-14
     error = requant_error(rq, real, bound, out)
     # The ALU, lane by lane: the worst case and random accumulators whose result is in range.
     rng = np.random.default_rng(seed)
     reach = np.minimum(bound, np.floor(out / real)).astype(np.int64)
     acc = np.concatenate([bound[None], -bound[None],
                           rng.integers(-reach, reach + 1, size=(64, len(real)))])
-    y = alu(AluOp.RSHR, acc, np.int64(rq.pre_shift), acc_bits)
-    y = alu(AluOp.MUL, y, m, acc_bits)
-    exact = (acc + (1 << rq.pre_shift >> 1)) >> rq.pre_shift
-    np.testing.assert_array_equal(y, exact * m)  # nothing wrapped
-    y = alu(AluOp.RSHR, y, np.int64(rq.post_shift), acc_bits)
+    y = alu(AluOp.MULR, acc, m, acc_bits, rq.post_shift)
+    exact = (acc * m + (1 << rq.post_shift >> 1)) >> rq.post_shift
+    np.testing.assert_array_equal(y, exact)  # nothing wrapped
     inside = np.abs(acc) <= reach
     assert (np.abs(y - acc * real)[inside] <= error + 0.5 + 1e-9).all()
 

@@ -35,7 +35,11 @@ def test_layer_keys_read_back_to_the_layer():
     assert layer.input_shape == (1, 10, 9, 7)
     assert (layer.out_channels, layer.kernel, layer.strides) == (6, (3, 3), (2, 2))
     assert layer.conv_shape(SMALL) == task.shape
-    assert layer.per_channel and layer.epilogue_ops == 5
+    assert layer.epilogue == "prc"  # RSHR pre_shift, MULR, CLIP (after the bias MOV)
+    assert layer.per_channel and layer.epilogue_ops == 3
+    # A key logged before MULR existed keeps its own count.
+    old = parse_layer_key("conv n1 c64 56x56 o64 k3x3 s1x1 p1,1,1,1 epvqlh")
+    assert old.per_channel and old.epilogue_ops == 5
     with pytest.raises(CompileError, match="not a layer key"):
         parse_layer_key("conv of some kind")
 
@@ -68,7 +72,7 @@ def test_analytic_counters_match_the_functional_simulator(seed):
     kernel, stride = [(1, 1), (3, 1), (3, 2), (5, 1)][seed % 4]
     task = conv_task(SMALL, (1, int(rng.integers(3, 13)), h, w), int(rng.integers(2, 13)),
                      kernel, stride, seed=seed)
-    if seed % 3 == 0:  # a uniform multiplier: no per-channel ACC row
+    if seed % 3 == 0:  # a uniform multiplier: loaded as rows all the same
         task.attrs["multiplier"] = np.full_like(task.attrs["multiplier"], 5)
     schedule = ScheduleSpace(SMALL, task.shape).sample(rng, 1)[0]
     program = task.lower(schedule).program

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from hw.alu import TensorAlu
 from isa import AluOp, load_config
-from isa.semantics import alu
+from isa.semantics import alu, clip_imm
 
 SEED = 2024
 
@@ -40,8 +40,40 @@ def _operands(bits: int, rng: random.Random) -> list[tuple[int, int]]:
     return pairs
 
 
+def _mulr_operands(bits: int, rng: random.Random) -> list[tuple[int, int, int]]:
+    """(x, y, shift) triples: extreme products at every shift, ties, high bits of y ignored."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    xs = [lo, lo + 1, -3, -1, 0, 1, 3, hi, rng.randint(lo, hi)]
+    ms = [-(1 << 15), -(1 << 15) + 1, -1, 0, 1, 3, (1 << 15) - 1, rng.randint(lo, hi), lo, hi]
+    triples = [(x, y, n) for n in range(bits + 16) for x in xs for y in ms]
+    # Products that are exact halves at each shift, and one below and above them.
+    for n in range(1, bits + 16):
+        for m in (1, -1, 3):
+            for x in ((1 << (n - 1)) // abs(m) + d for d in (-1, 0, 1)):
+                if lo <= x <= hi:
+                    triples += [(x, m, n), (-x, m, n)]
+    return triples
+
+
+def _clip_operands(bits: int, rng: random.Random) -> list[tuple[int, int]]:
+    """(x, y) pairs of x around the bounds of ordered, equal, reversed and random immediates."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    imms = [clip_imm(0, 127), clip_imm(-128, 127), clip_imm(-1, -1), clip_imm(10, -10),
+            clip_imm(-128, -128)] + [rng.randint(-(1 << 15), (1 << 15) - 1) for _ in range(6)]
+    xs = [lo, -129, -128, -127, -11, -10, -1, 0, 1, 9, 10, 11, 126, 127, 128, hi]
+    return [(x, y) for x in xs for y in imms]
+
+
+def _vectors(op: AluOp, bits: int, rng: random.Random) -> list[tuple[int, int, int]]:
+    """(x, y, shift) operands of one op."""
+    if op == AluOp.MULR:
+        return _mulr_operands(bits, rng)
+    pairs = _clip_operands(bits, rng) if op == AluOp.CLIP else _operands(bits, rng)
+    return [(x, y, 0) for x, y in pairs]
+
+
 async def _stream(ctx, dut, vectors, rng):
-    """Feed (op, xs, ys) vectors with random bubbles; return the results in output order."""
+    """Feed (op, xs, ys, shift) vectors with random bubbles; return the results in order."""
     results = []
     pending = list(vectors)
     cycles_idle = 0
@@ -49,10 +81,11 @@ async def _stream(ctx, dut, vectors, rng):
         fire = bool(pending) and rng.random() < 0.8
         ctx.set(dut.valid, fire)
         if fire:
-            op, xs, ys = pending.pop(0)
+            op, xs, ys, shift = pending.pop(0)
             ctx.set(dut.op, op)
             ctx.set(dut.x, xs)
             ctx.set(dut.y, ys)
+            ctx.set(dut.shift, shift)
         cycles_idle = 0 if pending else cycles_idle + 1
         await ctx.tick()
         if ctx.get(dut.valid_out):
@@ -68,12 +101,19 @@ def test_every_op_matches_semantics(name):
     lanes = cfg.batch * cfg.block_out
     vectors, expected = [], []
     for op in AluOp:
-        pairs = _operands(cfg.acc_bits, rng)
-        pairs += [pairs[-1]] * (-len(pairs) % lanes)
-        for start in range(0, len(pairs), lanes):
-            x, y = np.array(pairs[start : start + lanes], dtype=np.int64).T
-            vectors.append((op, x.tolist(), y.tolist()))
-            expected.append(alu(op, x, y, cfg.acc_bits).tolist())
+        triples = _vectors(op, cfg.acc_bits, rng)
+        if op == AluOp.MULR:  # one shift per vector: group the triples by shift
+            triples.sort(key=lambda t: t[2])
+        start = 0
+        while start < len(triples):
+            chunk = triples[start : start + lanes]
+            chunk = [t for t in chunk if t[2] == chunk[0][2]]
+            start += len(chunk)
+            chunk += [chunk[-1]] * (lanes - len(chunk))
+            x, y, _ = np.array(chunk, dtype=np.int64).T
+            shift = int(chunk[0][2])
+            vectors.append((op, x.tolist(), y.tolist(), shift))
+            expected.append(alu(op, x, y, cfg.acc_bits, shift).tolist())
 
     results = []
 
@@ -85,8 +125,8 @@ def test_every_op_matches_semantics(name):
     sim.add_testbench(tb)
     sim.run()
     assert len(results) == len(expected), f"seed {SEED}"
-    for (op, x, y), want, got in zip(vectors, expected, results, strict=True):
-        assert got == want, f"seed {SEED}: {op.name} x={x} y={y}"
+    for (op, x, y, shift), want, got in zip(vectors, expected, results, strict=True):
+        assert got == want, f"seed {SEED}: {op.name} x={x} y={y} shift={shift}"
 
 
 def test_latency_and_throughput():

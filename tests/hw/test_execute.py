@@ -20,6 +20,7 @@ from hw.execute import ExecutePipeline
 from hw.layouts import elem_layout, uop_layout
 from isa import AluOp, Insn, Opcode, Program, encode, load_config
 from isa.formats import IMM_BITS
+from isa.semantics import clip_imm, mulr_max_shift
 from sim.functional import FunctionalSim
 
 SEED = 11
@@ -94,13 +95,19 @@ class Run:
             src_factor_in=src[1], wgt_factor_out=wgt[0], wgt_factor_in=wgt[1], reset=reset,
         ))
 
-    def alu(self, op, uops, iters=(1, 1), dst=(0, 0), src=(0, 0), imm=None):
-        """Append an ALU over a new kernel of (dst, src) uops; imm=None reads ACC[src]."""
+    def alu(self, op, uops, iters=(1, 1), dst=(0, 0), src=(0, 0), imm=None, shift=0):
+        """Append an ALU over a new kernel of (dst, src) uops; imm=None reads ACC[src] (MULR
+        always does, and takes `shift` as its immediate)."""
+        if op == AluOp.MULR:
+            imm = None
+        elif op == AluOp.CLIP and imm is None:
+            imm = clip_imm(-100, 100)
         bgn, end = self.kernel([(d, s, 0) for d, s in uops])
         self.insns.append(Insn(
             Opcode.ALU, uop_bgn=bgn, uop_end=end, iter_out=iters[0], iter_in=iters[1],
             dst_factor_out=dst[0], dst_factor_in=dst[1], src_factor_out=src[0],
-            src_factor_in=src[1], alu_op=op, use_imm=imm is not None, imm=imm or 0,
+            src_factor_in=src[1], alu_op=op, use_imm=imm is not None,
+            imm=shift if op == AluOp.MULR else imm or 0,
         ))
 
     def reference(self):
@@ -206,9 +213,11 @@ def test_gemm_same_destination_back_to_back(transparent_acc):
 @pytest.mark.parametrize("op", list(AluOp))
 def test_alu_every_op_with_immediate_and_with_acc(op):
     run = Run(CFG, SEED + 2 + op)
-    imm = {AluOp.SHR: 3, AluOp.RSHR: 5, AluOp.MUL: -3, AluOp.MIN: 1000}.get(op, -1234)
-    run.alu(op, [(0, 0), (1, 0), (2, 0)], iters=(2, 3), dst=(3, 10), imm=imm)
-    run.alu(op, [(100, 200), (101, 150)], iters=(2, 2), dst=(2, 4), src=(1, 2))
+    imm = {AluOp.SHR: 3, AluOp.RSHR: 5, AluOp.MUL: -3, AluOp.MIN: 1000,
+           AluOp.CLIP: clip_imm(0, 127)}.get(op, -1234)
+    # MULR reads ACC[src] every time (shifts 47, 13, 0); CLIP takes immediates only.
+    run.alu(op, [(0, 0), (1, 0), (2, 0)], iters=(2, 3), dst=(3, 10), imm=imm, shift=47)
+    run.alu(op, [(100, 200), (101, 150)], iters=(2, 2), dst=(2, 4), src=(1, 2), shift=13)
     run.alu(op, [(120, 0)], iters=(1, 4), dst=(0, 1), imm=-(1 << (IMM_BITS - 1)))
     run.check()
 
@@ -230,6 +239,7 @@ def test_alu_chains_see_earlier_writes(transparent_acc):
     run.alu(AluOp.ADD, [(30 + n, 29 + n) for n in range(8)])  # each reads the previous dst
     run.alu(AluOp.ADD, [(50, 0)], iters=(3, 4), imm=3)  # same row, back to back
     run.alu(AluOp.MUL, [(60, 61), (61, 60), (60, 60)], iters=(2, 1))
+    run.alu(AluOp.MULR, [(62, 63), (63, 62), (62, 62)], iters=(2, 1), shift=3)
     run.alu(AluOp.MOV, [(70, 70), (71, 70), (72, 71)])  # self-copy, then a copy chain
     run.check(transparent_acc)
 
@@ -265,7 +275,8 @@ def test_random_programs(cfg):
         else:
             uops = [(index("acc"), index("acc")) for _ in range(count)]
             imm = rng.choice([None, rng.randint(-40, 40)])
-            run.alu(rng.choice(list(AluOp)), uops, iters, *factors[:2], imm=imm)
+            run.alu(rng.choice(list(AluOp)), uops, iters, *factors[:2], imm=imm,
+                    shift=rng.randint(0, mulr_max_shift(cfg.acc_bits)))
     run.check()
 
 
@@ -314,6 +325,20 @@ def test_alu_source_row_reuse_issues_one_uop_per_cycle():
     print(f"ALU ACC src: 64 uops in {reuse} cycles sharing 4 rows, {fresh} with 64 reads")
     assert reuse <= 64 + 4 + 10
     assert fresh >= 2 * 64
+
+
+def test_requant_epilogue_runs_at_one_uop_per_cycle():
+    run = Run(CFG, SEED + 14)
+    run.acc[200:204] = np.arange(-3, 1)[:, None, None] * 1000 + 77  # the bias rows
+    run.acc[210:214] = [[[12000, -9000, 3, 32767]]]  # the multiplier rows
+    # The compiler's epilogue: MOV the bias, MULR by the multiplier rows, CLIP.
+    run.alu(AluOp.MOV, [(0, 200)], iters=(4, 16), dst=(16, 1), src=(1, 0))
+    run.alu(AluOp.MULR, [(0, 210)], iters=(4, 16), dst=(16, 1), src=(1, 0), shift=9)
+    run.alu(AluOp.CLIP, [(0, 0)], iters=(4, 16), dst=(16, 1), imm=clip_imm(-128, 127))
+    got = run.check()
+    cycles = [d - a for a, d in zip(got["accepted"], got["done"], strict=True)]
+    print(f"epilogue: MOV, MULR, CLIP of 64 uops in {cycles} cycles")
+    assert cycles[1] <= 64 + 4 + 10 and cycles[2] <= 64 + 10
 
 
 @pytest.mark.parametrize("transparent_acc", [False, True])

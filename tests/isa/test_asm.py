@@ -14,6 +14,7 @@ from isa.formats import DEP_FLAGS
 from isa.instructions import check
 from isa.packing import pack_elements
 from isa.program import UOP_SEGMENT, Layout, Program
+from isa.semantics import mulr_max_shift
 
 SMALL = load_config("small")
 CONFIGS = {name: load_config(name) for name in ("small", "default", "int4", "nonsquare")} | {
@@ -86,7 +87,12 @@ def loops(draw, cfg, op):
     fields["uop_bgn"] = draw(st.integers(0, min(fields["uop_end"], fmt.field("uop_bgn").max)))
     if op == Opcode.ALU:
         fields["alu_op"] = draw(st.sampled_from(AluOp))
-        if not fields["use_imm"]:
+        if fields["alu_op"] == AluOp.MULR:
+            fields["use_imm"] = 0
+            fields["imm"] = draw(st.integers(0, mulr_max_shift(cfg.acc_bits)))
+        elif fields["alu_op"] == AluOp.CLIP:
+            fields["use_imm"] = 1
+        elif not fields["use_imm"]:
             fields["imm"] = 0
     return _with_flags(draw, Insn(op, **fields), cfg)
 
@@ -317,6 +323,28 @@ def test_disassembly_prints_inline_config_and_near_misses_literally():
         "finish pop=prev,next push=prev,next",
     ]
     assert assemble(text).insns == insns
+
+
+def test_mulr_and_clip_text():
+    program = assemble(
+        ".config small\nalu mulr uop=0:0 iter=1,1 src=1,0 shift=47\n"
+        "alu clip uop=0:0 iter=1,1 clip=-128,127\nalu clip uop=0:0 iter=1,1 imm=0x7F00\nfinish\n"
+    )
+    assert program.insns[:3] == [
+        Insn(Opcode.ALU, alu_op=AluOp.MULR, iter_out=1, iter_in=1, src_factor_out=1, imm=47),
+        Insn(Opcode.ALU, alu_op=AluOp.CLIP, iter_out=1, iter_in=1, use_imm=1, imm=0x7F80),
+        Insn(Opcode.ALU, alu_op=AluOp.CLIP, iter_out=1, iter_in=1, use_imm=1, imm=0x7F00),
+    ]
+    body = [line.split(";")[0].rstrip() for line in disassemble(program).splitlines()[-4:-1]]
+    assert body == [
+        "alu mulr uop=0:0 iter=1,1 dst=0,0 src=1,0 shift=47",
+        "alu clip uop=0:0 iter=1,1 dst=0,0 src=0,0 clip=-128,127",
+        "alu clip uop=0:0 iter=1,1 dst=0,0 src=0,0 clip=0,127",
+    ]
+    with pytest.raises(AsmError, match=r"<text>:2: CLIP bounds must be signed bytes, not \(0, 1"):
+        assemble(".config small\nalu clip uop=0:0 iter=1,1 clip=0,128\nfinish\n")
+    with pytest.raises(AsmError, match="MULR shift imm=48 is outside"):
+        assemble(".config small\nalu mulr uop=0:0 iter=1,1 shift=48\nfinish\n")
 
 
 def test_mnemonics_keys_and_keywords_ignore_case_but_names_do_not():

@@ -80,9 +80,21 @@ def test_configs_that_overflow_the_encoding_are_rejected():
     # 16384-entry uop buffer and 65536-entry ACC: GEMM fields no longer fit 128 bits.
     with pytest.raises(ConfigError, match=r"GEMM fields need \d+ bits but the word has 128"):
         HwConfig(uop_depth=1 << 16, acc_depth=1 << 16, inp_depth=1 << 16)
+    # default with a 16384-entry uop buffer: GEMM fits (127 bits with 512 weights), but the ALU's
+    # 4-bit op field, use_imm and 16-bit immediate need 129
+    with pytest.raises(ConfigError, match=r"ALU fields need 129 bits but the word has 128: "
+                       r"uop_depth: uop_bgn \(14 bits\), uop_end \(15 bits\); acc_depth: .*"
+                       r"reduce those buffer depths"):
+        HwConfig(uop_depth=1 << 14, wgt_depth=512)
     # a uop holds dst + src + wgt indices in 32 bits
     with pytest.raises(ConfigError, match=r"UOP fields need 33 bits .*wgt_depth: wgt \(11 bits\)"):
         HwConfig(uop_depth=2048, wgt_depth=2048)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_fits_the_encoding(name):
+    cfg = load_config(name)
+    assert all(f.used_bits <= f.word_bits for f in cfg.insn_formats.values())
 
 
 def test_load_config_from_files(tmp_path):

@@ -17,6 +17,7 @@ from isa.instructions import (
     pushes,
     stage_of,
 )
+from isa.semantics import mulr_max_shift
 
 DEFAULT = load_config("default")
 PRESETS = ["small", "default", "int4", "nonsquare"]
@@ -38,7 +39,19 @@ GOLDEN = [
     (
         Insn(Opcode.ALU, push_next=1, uop_bgn=0, uop_end=1, iter_out=16, iter_in=1,
              dst_factor_out=1, src_factor_out=1, alu_op=AluOp.SHR, use_imm=1, imm=-3),
-        0x3FFF6C00001000004001004000100044,
+        0x7FFECC00001000004001004000100044,
+    ),
+    # MULR: alu_op 7 at [109:106], use_imm 0, the shift 47 (acc_bits + 15) in imm [126:111]
+    (
+        Insn(Opcode.ALU, pop_prev=1, uop_bgn=0, uop_end=1, iter_out=4, iter_in=8,
+             dst_factor_out=8, dst_factor_in=1, src_factor_out=1, alu_op=AluOp.MULR, imm=47),
+        0x179C0000100202000800100010000C,
+    ),
+    # CLIP to [0, 127]: imm = hi << 8 | lo & 0xFF = 0x7F00
+    (
+        Insn(Opcode.ALU, push_next=1, uop_bgn=0, uop_end=1, iter_out=16, iter_in=1,
+             dst_factor_out=1, src_factor_out=1, alu_op=AluOp.CLIP, use_imm=1, imm=0x7F00),
+        0x3F806000001000004001004000100044,
     ),
     (Insn(Opcode.FINISH, pop_next=1), 0x13),
 ]
@@ -101,9 +114,16 @@ def _legal_insns(cfg):
             lambda be: fields_for(op, {"uop_bgn": min(be), "uop_end": max(be)} | extra)
         ).flatmap(lambda v: with_flags(op, v, Stage.COMPUTE))
 
+    def alu_fields(op, use_imm):
+        if op == AluOp.MULR:
+            return st.integers(0, mulr_max_shift(cfg.acc_bits)).map(
+                lambda n: {"alu_op": op, "use_imm": 0, "imm": n})
+        use_imm = 1 if op == AluOp.CLIP else use_imm
+        return st.just({"alu_op": op, "use_imm": use_imm} | ({} if use_imm else {"imm": 0}))
+
     alus = st.tuples(st.sampled_from(list(AluOp)), st.integers(0, 1)).flatmap(
-        lambda a: loop(Opcode.ALU, {"alu_op": a[0], "use_imm": a[1]} | ({} if a[1] else {"imm": 0}))
-    )
+        lambda a: alu_fields(*a)
+    ).flatmap(lambda extra: loop(Opcode.ALU, extra))
     finish = with_flags(Opcode.FINISH, {}, Stage.COMPUTE)
     return st.one_of(loads, stores, loop(Opcode.GEMM, {}), alus, finish)
 
@@ -164,7 +184,12 @@ def test_out_of_range_fields_are_rejected(insn, message):
         (Insn(Opcode.STORE, mem_type=MemType.OUT, push_next=1), "clear push_next"),
         (Insn(Opcode.GEMM, uop_bgn=4, uop_end=3), "uop_end 3 < uop_bgn 4"),
         (Insn(Opcode.GEMM, uop_end=8193), "exceeds the uop buffer depth"),
-        (Insn(Opcode.ALU, alu_op=7), "ALU op 7 does not exist"),
+        (Insn(Opcode.ALU, alu_op=9), "ALU op 9 does not exist"),
+        (Insn(Opcode.ALU, alu_op=15), "ALU op 15 does not exist; ops are .*MULR=7, CLIP=8"),
+        (Insn(Opcode.ALU, alu_op=AluOp.MULR, use_imm=1, imm=3), "MULR .* set use_imm to 0"),
+        (Insn(Opcode.ALU, alu_op=AluOp.MULR, imm=48), r"MULR shift imm=48 is outside \[0, 47\]"),
+        (Insn(Opcode.ALU, alu_op=AluOp.MULR, imm=-1), r"MULR shift imm=-1 is outside"),
+        (Insn(Opcode.ALU, alu_op=AluOp.CLIP, imm=0x7F00), "CLIP .* set use_imm to 1"),
         (Insn(Opcode.ALU, alu_op=AluOp.ADD, imm=5), "imm=5 is ignored when use_imm=0"),
     ],
 )

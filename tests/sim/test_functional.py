@@ -16,6 +16,7 @@ from isa.formats import AluOp, MemType, Opcode
 from isa.instructions import NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn
 from isa.packing import wrap
 from isa.program import Program, Segment
+from isa.semantics import clip_bounds, clip_imm
 from loom.samples import matmul_program
 from sim.functional import FunctionalSim, run
 
@@ -67,11 +68,16 @@ def naive_gemm(insn: Insn, sim: FunctionalSim):
     return acc, out
 
 
-def lane_alu(op: AluOp, x: int, y: int, bits: int) -> int:
+def lane_alu(op: AluOp, x: int, y: int, bits: int, imm: int = 0) -> int:
     """One ALU lane with Python integers (no overflow anywhere)."""
-    def wrapped(v: int) -> int:
-        return (v + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))
+    def wrapped(v: int, width: int = bits) -> int:
+        return (v + (1 << (width - 1))) % (1 << width) - (1 << (width - 1))
 
+    if op == AluOp.MULR:
+        product = x * wrapped(y, 16)
+        return wrapped((product + (1 << imm >> 1)) >> imm)
+    if op == AluOp.CLIP:
+        return min(max(x, wrapped(y, 8)), wrapped(y >> 8, 8))
     n = max(-bits, min(bits, y))
     if op in (AluOp.SHR, AluOp.RSHR) and n < 0:
         return wrapped(x << -n)
@@ -94,7 +100,8 @@ def naive_alu(insn: Insn, sim: FunctionalSim):
     for d, s, _ in executions(insn, sim):
         y = np.full(acc[d].shape, insn.imm) if insn.use_imm else acc[s].copy()
         acc[d] = [
-            [lane_alu(op, int(a), int(b), cfg.acc_bits) for a, b in zip(xr, yr, strict=True)]
+            [lane_alu(op, int(a), int(b), cfg.acc_bits, insn.imm)
+             for a, b in zip(xr, yr, strict=True)]
             for xr, yr in zip(acc[d], y, strict=True)
         ]
         out[d] = wrap(acc[d], cfg.out_bits)
@@ -206,22 +213,30 @@ def test_alu_matches_naive_loop(op, use_imm):
     if op in (AluOp.SHR, AluOp.RSHR) and not use_imm:
         sim.acc[100:120] = rng.choice(ALU_IMMEDIATES, size=sim.acc[100:120].shape)
     set_uops(sim, [(0, 100, 0), (1, 101, 0), (2, 102, 0)])
-    for imm in ALU_IMMEDIATES if use_imm else [0]:
+    if op == AluOp.MULR:  # its immediate is the shift and its operand always ACC[src]
+        use_imm, immediates = 0, [0, 1, 15, 16, 31, 46, 47]
+    elif op == AluOp.CLIP:  # immediate only
+        use_imm, immediates = 1, [*ALU_IMMEDIATES, clip_imm(0, 127), clip_imm(-128, 127)]
+    else:
+        immediates = ALU_IMMEDIATES if use_imm else [0]
+    for imm in immediates:
         insn = Insn(Opcode.ALU, uop_bgn=0, uop_end=3, iter_out=3, iter_in=2, dst_factor_out=3,
                     dst_factor_in=30, src_factor_out=5, src_factor_in=1, alu_op=op,
                     use_imm=use_imm, imm=imm)
         check_against(naive_alu, insn, sim)
 
 
-def _one_lane(op: AluOp, x: int, y: int, acc_bits: int = 32) -> int:
+def _one_lane(op: AluOp, x: int, y: int, acc_bits: int = 32, shift: int = 0) -> int:
+    """x op y on one lane; CLIP takes y as its immediate, MULR takes `shift`."""
     cfg = dataclasses.replace(SMALL, acc_bits=acc_bits)
     sim = FunctionalSim(cfg)
     sim.acc[0] = x
     sim.acc[1] = y
     sim.uop_loaded[0] = True
     set_uops(sim, [(0, 1, 0)])
+    imm = {"use_imm": 1, "imm": y} if op == AluOp.CLIP else {"imm": shift}
     sim.run(make_program(cfg, [Insn(Opcode.ALU, uop_bgn=0, uop_end=1, iter_out=1, iter_in=1,
-                                    alu_op=op)]))
+                                    alu_op=op, **imm)]))
     assert (sim.out[0] == wrap(sim.acc[0], 8)).all()
     return int(sim.acc[0, 0, 0])
 
@@ -251,6 +266,65 @@ def _one_lane(op: AluOp, x: int, y: int, acc_bits: int = 32) -> int:
 )
 def test_alu_hand_computed(op, x, y, expected):
     assert _one_lane(op, x, y) == expected
+
+
+TOP = (1 << 31) - 1
+BOTTOM = -(1 << 31)
+
+
+@pytest.mark.parametrize(
+    ("x", "m", "shift", "expected"),
+    [
+        (3, 1, 1, 2),  # 1.5 rounds half up
+        (-3, 1, 1, -1),  # -1.5 rounds half up, to -1
+        (-6, 1, 2, -1),  # -1.5
+        (-5, 3, 2, -4),  # -3.75
+        (5, -1, 0, -5),  # shift 0: the product itself
+        (1, 0x18000, 0, -32768),  # the multiplier is the low 16 bits of ACC[src], signed
+        (7, -(1 << 20) + 3, 0, 21),  # ... whatever the high bits hold
+        (BOTTOM, -32768, 47, 1),  # the largest product 2**46 is exact; 0.5 rounds up
+        (BOTTOM, 32767, 47, 0),  # -(2**46 - 2**31) / 2**47 rounds to 0
+        (TOP, 32767, 47, 0),
+        (BOTTOM, -32768, 0, 0),  # 2**46 wraps to 32 bits
+        (TOP, 32767, 16, (1 << 30) - (1 << 15)),  # no intermediate wrap of the product
+        (-(1 << 30), 4, 1, BOTTOM),  # -2**31 fits
+        ((1 << 30), 4, 1, BOTTOM),  # 2**31 wraps
+    ],
+)
+def test_alu_mulr_hand_computed(x, m, shift, expected):
+    assert _one_lane(AluOp.MULR, x, m, shift=shift) == expected
+
+
+def test_alu_mulr_wraps_to_narrow_accumulator():
+    assert _one_lane(AluOp.MULR, 32767, 32767, acc_bits=16, shift=15) == 32766
+    assert _one_lane(AluOp.MULR, 32767, 32767, acc_bits=16, shift=14) == 65532 - 65536
+    assert _one_lane(AluOp.MULR, -32768, -32768, acc_bits=16, shift=31) == 1
+
+
+@pytest.mark.parametrize(
+    ("x", "bounds", "expected"),
+    [
+        (200, (0, 127), 127),
+        (-5, (0, 127), 0),
+        (50, (0, 127), 50),
+        (BOTTOM, (-128, 127), -128),
+        (TOP, (-128, 127), 127),
+        (-128, (-128, -128), -128),
+        (0, (10, -10), -10),  # lo > hi: hi
+    ],
+)
+def test_alu_clip_hand_computed(x, bounds, expected):
+    assert _one_lane(AluOp.CLIP, x, clip_imm(*bounds)) == expected
+
+
+def test_clip_immediate_encoding():
+    assert clip_imm(0, 127) == 0x7F00 and clip_imm(-128, 127) == 0x7F80
+    assert clip_imm(-1, -1) == -1 and clip_imm(-128, -128) == -32640
+    for lo in range(-128, 128, 5):
+        for hi in range(-128, 128, 7):
+            assert clip_bounds(clip_imm(lo, hi)) == (lo, hi)
+    with pytest.raises(ValueError, match="signed bytes"):
+        clip_imm(0, 128)
 
 
 def test_alu_add_wraps_to_narrow_accumulator():
