@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.axi_ram import AxiRam
 from hw.host_bridge import HostBridge
-from hw.top import Accelerator
+from hw.top import Accelerator, flatten_ports
 from hw.uart import UartRx, UartTx, baud_divisor
 from isa.config import HwConfig
 
@@ -59,8 +59,9 @@ class HostSystem(wiring.Component):
         wiring.connect(m, rx.data, bridge.rx)
         wiring.connect(m, bridge.tx, tx.data)
         wiring.connect(m, bridge.mem, ram.host)
-        _attach(m, accel, "s_axil_", accel.axil_signature, bridge.axil, master=False)
-        _attach(m, accel, "m_axi_", accel.axi_signature, ram.axi, master=True)
+        # the bridge masters the register bus; the accelerator masters the memory's AXI port
+        flatten_ports(m, accel, "s_axil_", bridge.axil, accel.axil_signature, master=True)
+        flatten_ports(m, accel, "m_axi_", ram.axi, accel.axi_signature, master=False)
 
         heartbeat = Signal(HEARTBEAT_BIT + 1)
         m.d.sync += heartbeat.eq(heartbeat + 1)
@@ -102,14 +103,6 @@ class Ulx3sTop(wiring.Component):
         m.d.comb += [system.uart_rx.eq(self.ftdi_txd), self.ftdi_rxd.eq(system.uart_tx),
                      self.led.eq(system.led)]
         return m
-
-
-def _attach(m: Module, accel, prefix: str, signature, bus, *, master: bool) -> None:
-    """Wire the accelerator's flat `prefix*` ports to an interface (`master`: accel drives Out)."""
-    for name, member in signature.members.items():
-        port, wire = getattr(accel, prefix + name), getattr(bus, name)
-        accel_drives = (member.flow == Out) == master
-        m.d.comb += wire.eq(port) if accel_drives else port.eq(wire)
 
 
 def _stretch(m: Module, event, name: str):

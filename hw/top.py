@@ -47,8 +47,8 @@ class Accelerator(wiring.Component):
         core = Core(cfg)
         m.submodules.core = ResetInserter(regs.start)(core)
 
-        _flatten(m, self, "m_axi_", axi.axi, self.axi_signature, master=True)
-        _flatten(m, self, "s_axil_", regs.bus, self.axil_signature, master=False)
+        flatten_ports(m, self, "m_axi_", axi.axi, self.axi_signature, master=True)
+        flatten_ports(m, self, "s_axil_", regs.bus, self.axil_signature, master=False)
         for index, client in enumerate(READ_CLIENTS):
             wiring.connect(m, getattr(core, f"dram_{client}"), axi.reads[index])
         wiring.connect(m, core.dram_out, axi.write)
@@ -81,7 +81,7 @@ class Accelerator(wiring.Component):
         return m
 
 
-def _flatten(m: Module, top, prefix: str, inner, signature, *, master: bool) -> None:
+def flatten_ports(m: Module, top, prefix: str, inner, signature, *, master: bool) -> None:
     """Wire an interface to the top level's flat `prefix*` ports (`master`: inner drives Out)."""
     for name, member in signature.members.items():
         outer_port, inner_port = getattr(top, prefix + name), getattr(inner, name)

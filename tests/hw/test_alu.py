@@ -129,10 +129,8 @@ def test_every_op_matches_semantics(name):
         assert got == want, f"seed {SEED}: {op.name} x={x} y={y} shift={shift}"
 
 
-def test_latency_and_throughput():
-    cfg = load_config("small")
-    dut = TensorAlu(cfg)
-    lanes = cfg.batch * cfg.block_out
+def _run_adds(dut, lanes, y_of, keep_y_of=lambda cycle: False) -> list[tuple[int, int]]:
+    """Four ADDs of x = cycle into the ALU, one a cycle; (cycle seen, lane 0) of each result."""
     seen = []
 
     async def tb(ctx):
@@ -140,7 +138,8 @@ def test_latency_and_throughput():
             ctx.set(dut.valid, cycle < 4)
             ctx.set(dut.op, AluOp.ADD)
             ctx.set(dut.x, [cycle] * lanes)
-            ctx.set(dut.y, [100] * lanes)
+            ctx.set(dut.y, [y_of(cycle)] * lanes)
+            ctx.set(dut.keep_y, keep_y_of(cycle))
             await ctx.tick()
             if ctx.get(dut.valid_out):
                 seen.append((cycle, ctx.get(dut.result)[0]))
@@ -149,6 +148,13 @@ def test_latency_and_throughput():
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+    return seen
+
+
+def test_latency_and_throughput():
+    cfg = load_config("small")
+    dut = TensorAlu(cfg)
+    seen = _run_adds(dut, cfg.batch * cfg.block_out, lambda cycle: 100)
     # Input sampled at the edge ending cycle c shows up after the edge ending c + latency - 1.
     assert seen == [(c + dut.latency - 1, 100 + c) for c in range(4)]
 
@@ -156,25 +162,10 @@ def test_latency_and_throughput():
 def test_keep_y_holds_the_previous_y():
     cfg = load_config("small")
     dut = TensorAlu(cfg)
-    lanes = cfg.batch * cfg.block_out
-    seen = []
-
-    async def tb(ctx):
-        for cycle in range(8):
-            ctx.set(dut.valid, cycle < 4)
-            ctx.set(dut.op, AluOp.ADD)
-            ctx.set(dut.x, [cycle] * lanes)
-            ctx.set(dut.y, [100 * (cycle + 1)] * lanes)
-            ctx.set(dut.keep_y, cycle in (1, 2))  # operations 1 and 2 reuse the y of 0
-            await ctx.tick()
-            if ctx.get(dut.valid_out):
-                seen.append(ctx.get(dut.result)[0])
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    assert seen == [100, 101, 102, 403]
+    # operations 1 and 2 reuse the y of operation 0
+    seen = _run_adds(dut, cfg.batch * cfg.block_out, lambda cycle: 100 * (cycle + 1),
+                     lambda cycle: cycle in (1, 2))
+    assert [result for _, result in seen] == [100, 101, 102, 403]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # half-built on purpose
