@@ -59,14 +59,18 @@ def synth_command(family: str, top: str, *, use_dsp: bool = True) -> str:
     return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if use_dsp else " -nodsp")
 
 
-def synthesize(verilog: str, top: str, family: str, *, use_dsp: bool = True) -> Resources:
-    """Synthesize Verilog text for a family (ecp5 or xilinx7) and count its resources."""
+def synthesize(design: str, top: str, family: str, *, use_dsp: bool = True,
+               language: str = "verilog") -> Resources:
+    """Synthesize design text (`language` verilog or rtlil) for a family; count its resources."""
     command = synth_command(family, top, use_dsp=use_dsp)
+    if language not in ("verilog", "rtlil"):
+        raise ToolError(f"unknown design language {language!r}; use verilog or rtlil")
     with tempfile.TemporaryDirectory(prefix="loom-synth-") as tmp:
         # YoWASP tools see only the working directory, so use relative paths.
-        Path(tmp, "design.v").write_text(verilog)
+        name = "design.v" if language == "verilog" else "design.il"
+        Path(tmp, name).write_text(design)
         script = (
-            f"read_verilog design.v; {command}; "
+            f"read_{language} {name}; {command}; "
             "tee -q -o stat.json stat -json"
         )
         result = subprocess.run(
@@ -75,7 +79,7 @@ def synthesize(verilog: str, top: str, family: str, *, use_dsp: bool = True) -> 
         )
         if result.returncode:
             lines = (result.stderr or result.stdout).strip().splitlines()
-            last = lines[-1] if lines else "no output"
+            last = lines[-1] if lines else f"exit code {result.returncode} and no message"
             raise ToolError(f"yosys {family} synthesis failed: {last}")
         stats = json.loads(Path(tmp, "stat.json").read_text())
     cells = stats["design"]["num_cells_by_type"]
@@ -87,3 +91,15 @@ def synthesize(verilog: str, top: str, family: str, *, use_dsp: bool = True) -> 
         family, top, int(counts["lut"]), int(counts["ff"]), int(counts["dsp"]), counts["bram"],
         int(counts["lutram"]), dict(cells),
     )
+
+
+def synthesize_config(cfg, family: str, *, use_dsp: bool = True) -> Resources:
+    """Resource estimate of a config's accelerator, synthesized from Amaranth's RTLIL.
+
+    RTLIL rather than the Verilog text: yosys reads it in seconds, and the YoWASP yosys has
+    exited without a message on the Verilog of some configs (1x4x8, 1x8x8 int4).
+    """
+    from hw.top import TOP_NAME
+    from hw.verilog import generate_rtlil
+
+    return synthesize(generate_rtlil(cfg), TOP_NAME, family, use_dsp=use_dsp, language="rtlil")

@@ -8,7 +8,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
 from amaranth.lib.wiring import Out
 
@@ -23,6 +23,11 @@ VERSION = "1.0"
 def generate(cfg: HwConfig) -> str:
     """Verilog text of the accelerator (module `TOP_NAME`), without source paths, reproducible."""
     return verilog.convert(Accelerator(cfg), name=TOP_NAME, emit_src=False)
+
+
+def generate_rtlil(cfg: HwConfig) -> str:
+    """RTLIL text of the same module, for Yosys flows (it reads RTLIL much faster than Verilog)."""
+    return rtlil.convert(Accelerator(cfg), name=TOP_NAME, emit_src=False)
 
 
 def manifest(cfg: HwConfig) -> dict:

@@ -166,12 +166,10 @@ def cmd_verilog(args) -> int:
 
 def cmd_synth(args) -> int:
     """Estimate FPGA resources of a config's accelerator with Yosys."""
-    from boards.synth import synthesize
-    from hw.top import TOP_NAME
-    from hw.verilog import generate
+    from boards.synth import synthesize_config
 
     cfg = load_config(args.config)
-    resources = synthesize(generate(cfg), TOP_NAME, args.family)
+    resources = synthesize_config(cfg, args.family, use_dsp=not args.lut_multipliers)
     if args.json:
         print(json.dumps({"config": cfg.name, **resources.to_dict()}))
     else:
@@ -306,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="estimate FPGA resources with Yosys")
     p.add_argument("--config", default="default", help="preset name or TOML/JSON path")
     p.add_argument("--family", choices=("ecp5", "xilinx7"), default="ecp5", help="FPGA family")
+    p.add_argument("--lut-multipliers", action="store_true",
+                   help="map every multiplier to LUTs instead of DSP blocks")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.set_defaults(func=cmd_synth)
 

@@ -36,6 +36,7 @@ from isa.errors import ConfigError, LoomError
 
 SYNTH_FAMILIES = ("ecp5", "xilinx7")
 PNR_FAMILIES = ("ecp5",)
+SYNTH_FLOW = "rtlil"  # part of the synth stage key: a change of flow reruns cached points
 
 
 @dataclass
@@ -146,8 +147,8 @@ def evaluate_point(spec: SweepSpec, overrides: dict, out: Path) -> dict:
     verilog = verilog_text(cfg)  # cached by hardware source; stages are keyed by its text
     hardware = _digest(verilog.encode())
 
-    synth = _stage(folder, "synth", _digest(hardware, board.family),
-                   lambda: _synthesize(cfg, verilog, board.family))
+    synth = _stage(folder, "synth", _digest(hardware, board.family, SYNTH_FLOW),
+                   lambda: _synthesize(cfg, board.family))
     if not synth["ok"]:
         return record | {"status": "failed", "reason": f"synthesis: {synth['error']}"}
     record |= {k: synth[k] for k in ("lut", "ff", "dsp", "bram")}
@@ -177,14 +178,13 @@ def evaluate_point(spec: SweepSpec, overrides: dict, out: Path) -> dict:
     return record
 
 
-def _synthesize(cfg: HwConfig, verilog: str, family: str) -> dict:
-    from boards.synth import synthesize
-    from hw.top import TOP_NAME
+def _synthesize(cfg: HwConfig, family: str) -> dict:
+    from boards.synth import synthesize_config
 
     if family not in SYNTH_FAMILIES:
         raise LoomError(f"no Yosys flow for the {family} family here; sweeps run on "
                         f"{', '.join(SYNTH_FAMILIES)} boards")
-    return synthesize(verilog, TOP_NAME, family).to_dict()
+    return synthesize_config(cfg, family).to_dict()
 
 
 def _resources(synth: dict, family: str):

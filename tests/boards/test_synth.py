@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from boards.synth import synthesize
+from boards.synth import synthesize, synthesize_config
 from hw.top import TOP_NAME
 from hw.verilog import generate
 from isa import ToolError, load_config
@@ -24,8 +24,10 @@ def test_ecp5_estimate_through_the_cli(capsys):
 
 
 @pytest.mark.synth
-def test_xilinx7_estimate():
-    resources = synthesize(generate(SMALL), TOP_NAME, "xilinx7")
+def test_xilinx7_estimate_from_rtlil_matches_the_verilog():
+    resources = synthesize_config(SMALL, "xilinx7")
+    from_verilog = synthesize(generate(SMALL), TOP_NAME, "xilinx7")
+    assert (resources.dsp, resources.bram) == (from_verilog.dsp, from_verilog.bram)
     assert resources.dsp >= SMALL.macs_per_cycle
     assert resources.bram >= 1 and resources.lut > 1000
     assert resources.cells.get("DSP48E1", 0) == resources.dsp
@@ -36,6 +38,8 @@ def test_unknown_family_and_bad_verilog_are_tool_errors():
         synthesize("module m(); endmodule", "m", "ice40")
     with pytest.raises(ToolError, match="yosys ecp5 synthesis failed"):
         synthesize("module m(; endmodule", "m", "ecp5")
+    with pytest.raises(ToolError, match="unknown design language 'vhdl'"):
+        synthesize("entity m is end;", "m", "ecp5", language="vhdl")
 
 
 @pytest.mark.synth
@@ -48,3 +52,4 @@ def test_lut_multipliers_leave_the_dsps_out(family):
     """
     assert synthesize(mac, "mac", family).dsp >= 1
     assert synthesize(mac, "mac", family, use_dsp=False).dsp == 0
+
