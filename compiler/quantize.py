@@ -33,13 +33,15 @@ the real 0 (= z_x), a QCONV with padding and z_x != 0 reads its input through a 
 (value z_x) and has pads 0. QCONV has no output zero point, so z_y is folded into the bias too:
 bias += round(z_y * 2**(pre_shift + post_shift) / multiplier[c]), exact up to
 multiplier[c] / 2**(pre_shift + post_shift + 1) of a quantum (a channel whose multiplier rounds
-to 0 outputs 0, not z_y). Weights must be symmetric (zero point 0). Layers the model leaves in
+to 0 outputs 0, not z_y). Weight zero points are subtracted exactly; weights that then span
+more than `wgt_bits` signed bits are split into planes (`weight_planes`). Layers the model leaves in
 float, and float ops between a DequantizeLinear and a QuantizeLinear, run in float on the host.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -193,6 +195,24 @@ def _scalar(array) -> float:
     return float(np.asarray(array).reshape(-1)[0])
 
 
+def weight_planes(weights: np.ndarray, bits: int) -> list[np.ndarray]:
+    """Weights split into planes of signed `bits`-wide integers whose sum is `weights`.
+
+    One plane when they fit. Otherwise each plane takes what still fits of the rest (clipped to
+    the signed range), so every plane has the sign of the weight and the planes' absolute values
+    add up to the weight's: the accumulator bound of the sum is that of the weights. A
+    convolution by the planes over its input repeated along the channels is the convolution by
+    the weights, exactly (asymmetric imported weights: q - zero point spans up to 2**bits - 1).
+    """
+    lo, hi = _signed_range(bits)
+    planes, rest = [], weights.astype(np.int64)
+    while not planes or rest.any():
+        plane = np.clip(rest, lo, hi)
+        planes.append(plane)
+        rest = rest - plane
+    return planes
+
+
 def _signed_range(bits: int) -> tuple[int, int]:
     """The integers of a signed `bits`-wide lane."""
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
@@ -329,6 +349,13 @@ class _Builder:
         self.onnx_host("Pad", base, [x, widths, fill], out, mode="constant")
         return out
 
+    def repeat_channels(self, base: str, x: str, times: int) -> str:
+        """A host Concat of an integer NCHW value with itself along the channels."""
+        n, c, h, w = self.graph.values[x].shape
+        out = self.int_value(f"{x}_x{times}", (n, c * times, h, w), self.quant(x))
+        self.onnx_host("Concat", base, [x] * times, out, axis=1)
+        return out
+
     def onnx_host(self, op_type: str, base: str, inputs: list[str], out: str, **attrs) -> None:
         """A HOST node running the ONNX op (opset 18) with onnx.reference."""
         proto = helper.make_node(op_type, inputs, [out], **attrs)
@@ -348,6 +375,14 @@ class _Builder:
         bias = bias.astype(np.int64) - zx * weights.sum(axis=(1, 2, 3))
         if zx and any(pads):
             x, pads = self.pad(name, x, pads, zx), (0, 0, 0, 0)
+        planes = weight_planes(weights, self.cfg.wgt_bits)
+        if len(planes) > 1:
+            warnings.warn(f"node {name}: its weights span more than {self.cfg.wgt_bits} signed "
+                          f"bits (asymmetric zero point); computed exactly as {len(planes)} "
+                          f"weight planes over a repeated input ({len(planes)}x the MACs)",
+                          stacklevel=2)
+            x = self.repeat_channels(name, x, len(planes))
+            weights = np.concatenate(planes, axis=1)
         real = _scalar(xq.scale) * w_scale.astype(np.float64) / _scalar(yq.scale)
         reach = np.abs(weights).sum(axis=(1, 2, 3)) * (1 << (xq.bits - 1))
         span = max(abs(clip[0] - zy), abs(clip[1] - zy))  # the largest result, in quanta
@@ -615,8 +650,7 @@ def from_qdq(graph: Graph, cfg: HwConfig | None = None) -> Graph:
     integer shape ops; a Relu/Clip between two quantizations becomes a one-input QADD.
     QLinearConv, QLinearMatMul, and ConvInteger/MatMulInteger followed by Cast, Mul by a
     constant scale and optionally Add of a constant bias, are first rewritten into QDQ form.
-    Zero points are handled as the module docstring says; asymmetric weights, quantized ops
-    whose pattern Loom cannot express, and precisions wider than `cfg` raise CompileError.
+    Zero points are handled as the module docstring says; quantized ops whose pattern Loom cannot express, and precisions wider than `cfg` raise CompileError.
     """
     return _QdqImporter(_expand_qoperators(graph), cfg or HwConfig()).run()
 
@@ -775,25 +809,21 @@ class _QdqImporter:
         return len(self.src.values[x].shape) == 2 and not node.attrs.get("transA", 0)
 
     def _weights(self, node: Node, out_axis: int) -> tuple[np.ndarray, np.ndarray]:
-        """Integer weights and their per-output-channel scales (zero points must be 0)."""
+        """Integer weights q - zero_point (exact, any range: see `weight_planes`) and their
+        per-output-channel scales."""
         dq = self.weights[node.inputs[1]]
         q = self._const(dq.inputs[0]).astype(np.int64)
         scale = self._const(dq.inputs[1]).astype(np.float64).reshape(-1)
         zero = self._const(dq.inputs[2]) if len(dq.inputs) > 2 else np.zeros(1)
-        if zero is None or np.any(zero != 0):
-            raise CompileError(
-                f"weights {node.inputs[1]} are asymmetric (zero point {np.unique(zero)}); Loom "
-                f"needs symmetric weights (zero point 0)"
-            )
-        lo, hi = _signed_range(self.cfg.wgt_bits)
-        if q.min() < lo or q.max() > hi:
-            raise CompileError(f"weights {node.inputs[1]} do not fit {self.cfg.wgt_bits}-bit "
-                               f"signed integers")
         channels = q.shape[out_axis]
-        if scale.size not in (1, channels) or (scale.size > 1 and dq.attrs["axis"] != out_axis):
-            raise CompileError(f"weights {node.inputs[1]} must be quantized per tensor or per "
-                               f"output channel (axis {out_axis})")
-        return q, np.broadcast_to(scale, (channels,)).copy()
+        for what, array in (("scale", scale), ("zero point", zero)):
+            if array is None or array.size not in (1, channels) or (
+                    array.size > 1 and dq.attrs["axis"] != out_axis):
+                raise CompileError(f"weights {node.inputs[1]} must be quantized per tensor or "
+                                   f"per output channel (axis {out_axis}); its {what} is not")
+        along = [1] * q.ndim
+        along[out_axis] = zero.size
+        return q - zero.astype(np.int64).reshape(along), np.broadcast_to(scale, (channels,)).copy()
 
     def _bias(self, node: Node, index: int, unit: np.ndarray) -> np.ndarray:
         """The bias input as integers of scale `unit` = x_scale * w_scale (zeros when absent)."""
@@ -860,7 +890,7 @@ def _expand_qoperators(graph: Graph) -> Graph:
         with _at(node):
             if op in ("QLinearConv", "QLinearMatMul"):
                 nodes.extend(_expand_qlinear(graph, node))
-            elif op in ("ConvInteger", "MatMulInteger"):
+            elif op in ("ConvInteger", "MatMulInteger") and _static_integer(graph, node):
                 expanded, used = _expand_integer(graph, node)
                 nodes.extend(expanded)
                 dropped.update(used)
@@ -953,8 +983,24 @@ def _traced_quant(graph: Graph, name: str) -> QuantParams | None:
     return graph.values[name].quant
 
 
+def _static_integer(graph: Graph, node: Node) -> bool:
+    """True when a ConvInteger/MatMulInteger is a static quantization Loom can accelerate.
+
+    That is: its input comes from a per-tensor QuantizeLinear and its int32 output only feeds a
+    Cast and a Mul by a constant scale. Otherwise (a bare int32 output, or a dynamically
+    quantized input) it stays a host node that onnx.reference runs on the integers.
+    """
+    x_quant = _traced_quant(graph, node.inputs[0])
+    cast = _only_reader(graph, node.outputs[0], "Cast")
+    mul = cast and _only_reader(graph, cast.outputs[0], "Mul")
+    return (x_quant is not None and not x_quant.per_channel and bool(mul)
+            and any(graph.values[n].const is not None for n in mul.inputs))
+
+
 def _expand_integer(graph: Graph, node: Node) -> tuple[list[Node], set[str]]:
     """ConvInteger/MatMulInteger -> Cast -> Mul(scale) [-> Add(bias)] to QDQ form.
+
+    Only for nodes `_static_integer` accepts.
 
     The Mul constant s is x_scale * w_scale; x_scale comes from the QuantizeLinear that produced
     x, so the weights get the scale s / x_scale. Returns the new nodes and the absorbed ones.
@@ -963,16 +1009,9 @@ def _expand_integer(graph: Graph, node: Node) -> tuple[list[Node], set[str]]:
     x, wq, *zeros = node.inputs
     xz, wz = [*zeros, "", ""][:2]
     x_quant = _traced_quant(graph, x)
-    if x_quant is None or x_quant.per_channel:
-        raise CompileError(f"input {x} has no static per-tensor quantization (dynamic "
-                           f"quantization is not supported)")
     cast = _only_reader(graph, node.outputs[0], "Cast")
-    mul = cast and _only_reader(graph, cast.outputs[0], "Mul")
-    scale = mul and next((graph.values[n].const for n in mul.inputs
-                          if graph.values[n].const is not None), None)
-    if scale is None:
-        raise CompileError(f"Loom imports {node.attrs['onnx_op']} only when followed by Cast "
-                           f"and Mul by a constant scale (a static quantization)")
+    mul = _only_reader(graph, cast.outputs[0], "Mul")
+    scale = next(graph.values[n].const for n in mul.inputs if graph.values[n].const is not None)
     x_zero = graph.values[xz].const if xz else np.zeros((), graph.values[x].dtype)
     if x_zero is None or int(_scalar(x_zero)) != int(_scalar(x_quant.zero_point)):
         raise CompileError(f"zero point of {x} differs from its QuantizeLinear's")

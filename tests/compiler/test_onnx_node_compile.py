@@ -54,14 +54,9 @@ COMPILE_FROZEN = {
 }
 # Ops none of whose node tests Loom can compile, and why (they are in COMPILE_SKIPS).
 NOT_COMPILABLE = {
-    "ConvInteger": "bare int32 output: Loom imports it only followed by Cast and Mul by a scale",
-    "MatMulInteger": "bare int32 output: Loom imports it only followed by Cast and Mul by a scale",
-    "QLinearConv": "its test's weights are asymmetric (uint8, zero point 255); QCONV needs 0",
 }
 # (test name pattern, substring of the CompileError that compiling must raise)
 COMPILE_SKIPS = [
-    (r"convinteger|matmulinteger", "dynamic quantization is not supported"),  # no Cast/Mul after
-    (r"qlinearconv|qlinearmatmul_2D", "Loom needs symmetric weights"),
 ]
 
 
