@@ -650,7 +650,9 @@ def from_qdq(graph: Graph, cfg: HwConfig | None = None) -> Graph:
     integer shape ops; a Relu/Clip between two quantizations becomes a one-input QADD.
     QLinearConv, QLinearMatMul, and ConvInteger/MatMulInteger followed by Cast, Mul by a
     constant scale and optionally Add of a constant bias, are first rewritten into QDQ form.
-    Zero points are handled as the module docstring says; quantized ops whose pattern Loom cannot express, and precisions wider than `cfg` raise CompileError.
+    Zero points are handled as the module docstring says; quantized ops whose pattern Loom
+    cannot express, and precisions wider than `cfg`, raise CompileError. Bare ConvInteger and
+    MatMulInteger (no static scale) stay host nodes.
     """
     return _QdqImporter(_expand_qoperators(graph), cfg or HwConfig()).run()
 
