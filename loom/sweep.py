@@ -111,6 +111,15 @@ def _file_digest(path: str | None) -> str | None:
     return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def _compiler_digest() -> str:
+    """A digest of the compiler's sources: the cycles of a model depend on its lowering too."""
+    import compiler
+
+    root = Path(compiler.__file__).parent
+    return _digest(*(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes()
+                     for path in sorted(root.rglob("*.py"))))
+
+
 def _stage(folder: Path, name: str, key: str, compute) -> dict:
     """A stage's result from `folder/name.json` when its key matches, else computed and saved."""
     path = folder / f"{name}.json"
@@ -168,8 +177,8 @@ def evaluate_point(spec: SweepSpec, overrides: dict, out: Path) -> dict:
                "peak_gmacs": round(cfg.macs_per_cycle * clock / 1e3, 2)}
 
     if spec.model is not None:
-        key = _digest(hardware, board.dram, _file_digest(spec.model), _file_digest(spec.calib),
-                      _file_digest(spec.tuning_log), spec.seed)
+        key = _digest(hardware, board.dram, _compiler_digest(), _file_digest(spec.model),
+                      _file_digest(spec.calib), _file_digest(spec.tuning_log), spec.seed)
         run = _stage(folder, "cycles", key, lambda: _model_cycles(spec, cfg))
         if not run["ok"]:
             return record | {"status": "failed", "reason": f"model: {run['error']}"}
