@@ -7,6 +7,9 @@ Pipeline (`GemmCore.latency` cycles from `valid` to `valid_out`, never stalls):
 3. an adder tree of log2(block_in) levels with a register after every `ADDER_LEVELS_PER_STAGE`
    levels and after the last one.
 
+With `HwConfig.lut_multipliers` each product is shifted partial products and adders
+(`lut_product`) instead of `*`, so Yosys maps it to LUTs and leaves the DSP blocks to the ALU.
+
 Sums are exact (`sum_bits` = inp_bits + wgt_bits + log2(block_in)); the caller wraps them to
 acc_bits when it accumulates.
 """
@@ -14,8 +17,9 @@ acc_bits when it accumulates.
 from __future__ import annotations
 
 import math
+import operator
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +28,16 @@ from isa.config import HwConfig
 
 # Two levels of narrow adders fit one FPGA clock period comfortably next to a product register.
 ADDER_LEVELS_PER_STAGE = 2
+
+
+def lut_product(a, b):
+    """a * b for signed a and b as shifted partial products and adders: no `*`, so synthesis
+    builds it from LUTs instead of a DSP block. a's top bit weighs -2**(n-1) (two's complement)."""
+    n = len(a)
+    width = n + len(b)
+    rows = [Mux(a[i], b.as_signed(), 0).as_signed() << i for i in range(n - 1)]
+    total = sum(rows[1:], rows[0]) if rows else 0
+    return (total - (Mux(a[n - 1], b.as_signed(), 0).as_signed() << (n - 1)))[:width].as_signed()
 
 
 def _register(m: Module, value, name: str):
@@ -62,8 +76,9 @@ class GemmCore(wiring.Component):
 
         for b in range(cfg.batch):
             for o in range(cfg.block_out):
+                multiply = lut_product if cfg.lut_multipliers else operator.mul
                 terms = [
-                    _register(m, inp[b * cfg.block_in + i] * wgt[o * cfg.block_in + i],
+                    _register(m, multiply(inp[b * cfg.block_in + i], wgt[o * cfg.block_in + i]),
                               f"prod_{b}_{o}_{i}")
                     for i in range(cfg.block_in)
                 ]

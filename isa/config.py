@@ -49,6 +49,10 @@ class HwConfig:
     axi_data_bits: int = 64
     insn_queue_depth: int = 512
     dep_queue_depth: int = 8
+    #: GEMM multipliers whose operands are both at most this wide are built from LUT logic
+    #: (partial products and adders) rather than inferred DSP blocks; 0: DSPs always. An
+    #: implementation choice: the ISA and every result are the same.
+    lut_mult_bits: int = 0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -83,6 +87,9 @@ class HwConfig:
                 raise ConfigError(
                     f"{name} must be a power of two from 2 to {MAX_QUEUE_DEPTH}, not {value}"
                 )
+        if not 0 <= self.lut_mult_bits <= max(ELEMENT_BITS):
+            raise ConfigError(f"lut_mult_bits must be from 0 (DSP multipliers) to "
+                              f"{max(ELEMENT_BITS)}, not {self.lut_mult_bits}")
         for kind in ("inp", "wgt", "acc", "out"):
             bits = self.elem_bits(kind)
             if bits % 8:
@@ -182,8 +189,12 @@ class HwConfig:
         )
 
     def to_dict(self) -> dict[str, int]:
-        """Canonical form: every field by name."""
-        return dataclasses.asdict(self)
+        """Canonical form: every field by name, but lut_mult_bits only when set (so the IDs of
+        configs from before it existed stay)."""
+        fields = dataclasses.asdict(self)
+        if not self.lut_mult_bits:
+            del fields["lut_mult_bits"]
+        return fields
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> HwConfig:
@@ -216,7 +227,13 @@ class HwConfig:
             f"_i{self.inp_bits}w{self.wgt_bits}a{self.acc_bits}o{self.out_bits}"
             f"_u{self.uop_depth}i{self.inp_depth}w{self.wgt_depth}a{self.acc_depth}"
             f"_bus{self.axi_data_bits}_q{self.insn_queue_depth}d{self.dep_queue_depth}"
+            + (f"_lut{self.lut_mult_bits}" if self.lut_mult_bits else "")
         )
+
+    @property
+    def lut_multipliers(self) -> bool:
+        """True when the GEMM core's multipliers are LUT logic (see `lut_mult_bits`)."""
+        return max(self.inp_bits, self.wgt_bits) <= self.lut_mult_bits
 
     def describe(self) -> dict:
         """Fields plus the derived quantities, for `loom config` and manifests."""

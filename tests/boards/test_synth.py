@@ -1,5 +1,6 @@
 """Yosys resource estimates of the `small` accelerator on ECP5 and Xilinx 7-series."""
 
+import dataclasses
 import json
 
 import pytest
@@ -53,3 +54,13 @@ def test_lut_multipliers_leave_the_dsps_out(family):
     assert synthesize(mac, "mac", family).dsp >= 1
     assert synthesize(mac, "mac", family, use_dsp=False).dsp == 0
 
+
+
+@pytest.mark.synth
+def test_lut_multipliers_of_the_gemm_core_leave_its_dsps_out():
+    """lut_mult_bits=8: the 16 GEMM multipliers of `small` become LUT logic, the ALU keeps its
+    DSPs."""
+    lut = dataclasses.replace(SMALL, lut_mult_bits=8)
+    dsp, with_luts = synthesize_config(SMALL, "ecp5"), synthesize_config(lut, "ecp5")
+    assert with_luts.dsp == dsp.dsp - SMALL.macs_per_cycle
+    assert with_luts.lut > dsp.lut

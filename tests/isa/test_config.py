@@ -54,6 +54,12 @@ def test_id_is_stable_and_name_is_readable():
     other = dataclasses.replace(cfg, axi_data_bits=128)
     assert other.config_id != cfg.config_id and other.name != cfg.name
     assert len(cfg.config_id_hex) == 8
+    # lut_mult_bits enters the canonical form (and the name) only when set
+    assert "lut_mult_bits" not in cfg.to_dict()
+    lut = dataclasses.replace(cfg, lut_mult_bits=8)
+    assert lut.to_dict()["lut_mult_bits"] == 8 and lut.name.endswith("_lut8")
+    assert lut.config_id != cfg.config_id and HwConfig.from_dict(lut.to_dict()) == lut
+    assert lut.lut_multipliers and not dataclasses.replace(cfg, lut_mult_bits=4).lut_multipliers
 
 
 @pytest.mark.parametrize(
@@ -69,6 +75,7 @@ def test_id_is_stable_and_name_is_readable():
         ({"batch": "1"}, "batch must be an integer"),
         ({"acc_bits": 24, "axi_data_bits": 512}, "ACC element of 48 bytes neither divides"),
         ({"block_in": 2, "inp_bits": 1}, "INP element of 2 bits is not a whole number of bytes"),
+        ({"lut_mult_bits": 9}, "lut_mult_bits must be from 0 .DSP multipliers. to 8, not 9"),
     ],
 )
 def test_invalid_configs_name_the_field(change, message):
