@@ -46,6 +46,8 @@ class Resources:
     bram: float
     lutram: int
     cells: dict[str, int]
+    #: The LUT mapper: "abc9" (the flows' default), or "abc" where ABC9 failed (`synthesize`).
+    lut_mapper: str = "abc9"
 
     def to_dict(self) -> dict:
         """The counts as a JSON-ready dict."""
@@ -59,9 +61,27 @@ def synth_command(family: str, top: str, *, use_dsp: bool = True) -> str:
     return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if use_dsp else " -nodsp")
 
 
+def abc_fallback_command(family: str, top: str, *, use_dsp: bool = True) -> str | None:
+    """The family's synthesis with ABC's LUT mapper instead of ABC9, where the script allows it.
+
+    Yosys 0.70 (YoWASP) fails an assertion in ABC9's reintegration on some large ECP5 designs
+    (1x16x16 with LUT multipliers, 1x4x8); synth_ecp5 has no option to avoid ABC9, so this runs
+    its steps up to the LUT mapping, `abc -lut 4`, and the rest.
+    """
+    if family != "ecp5":
+        return None
+    command = synth_command(family, top, use_dsp=use_dsp)
+    return (f"{command} -run :map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4; "
+            f"clean; {SYNTH_COMMANDS[family]} -top {top} -run map_cells:")
+
+
 def synthesize(design: str, top: str, family: str, *, use_dsp: bool = True,
                language: str = "verilog") -> Resources:
-    """Synthesize design text (`language` verilog or rtlil) for a family; count its resources."""
+    """Synthesize design text (`language` verilog or rtlil) for a family; count its resources.
+
+    When ABC9 fails on an ECP5 design, synthesis is retried with ABC (`abc_fallback_command`)
+    and the result says so in `lut_mapper`.
+    """
     command = synth_command(family, top, use_dsp=use_dsp)
     if language not in ("verilog", "rtlil"):
         raise ToolError(f"unknown design language {language!r}; use verilog or rtlil")
@@ -69,18 +89,12 @@ def synthesize(design: str, top: str, family: str, *, use_dsp: bool = True,
         # YoWASP tools see only the working directory, so use relative paths.
         name = "design.v" if language == "verilog" else "design.il"
         Path(tmp, name).write_text(design)
-        script = (
-            f"read_{language} {name}; {command}; "
-            "tee -q -o stat.json stat -json"
-        )
-        result = subprocess.run(
-            [*tool_command("yosys"), "-q", "-p", script], cwd=tmp, capture_output=True, text=True,
-            check=False,
-        )
-        if result.returncode:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            last = lines[-1] if lines else f"exit code {result.returncode} and no message"
-            raise ToolError(f"yosys {family} synthesis failed: {last}")
+        mapper, error = "abc9", _run_yosys(tmp, f"read_{language} {name}; {command}")
+        fallback = abc_fallback_command(family, top, use_dsp=use_dsp)
+        if error and "ABC" in error and fallback:
+            mapper, error = "abc", _run_yosys(tmp, f"read_{language} {name}; {fallback}")
+        if error:
+            raise ToolError(f"yosys {family} synthesis failed: {error}")
         stats = json.loads(Path(tmp, "stat.json").read_text())
     cells = stats["design"]["num_cells_by_type"]
     counts = {
@@ -89,15 +103,36 @@ def synthesize(design: str, top: str, family: str, *, use_dsp: bool = True,
     }
     return Resources(
         family, top, int(counts["lut"]), int(counts["ff"]), int(counts["dsp"]), counts["bram"],
-        int(counts["lutram"]), dict(cells),
+        int(counts["lutram"]), dict(cells), mapper,
     )
+
+
+def _run_yosys(folder: str, script: str) -> str | None:
+    """Run a yosys script that ends in `stat.json`; None, or its error: the log's last ERROR
+    line and the pass that raised it (yosys -q leaves both out of its output)."""
+    result = subprocess.run(
+        [*tool_command("yosys"), "-q", "-l", "yosys.log", "-p",
+         f"{script}; tee -q -o stat.json stat -json"],
+        cwd=folder, capture_output=True, text=True, check=False,
+    )
+    if not result.returncode:
+        return None
+    log = Path(folder, "yosys.log")
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    errors = [n for n, line in enumerate(lines) if line.startswith("ERROR")]
+    if not errors:
+        output = (result.stderr or result.stdout).strip().splitlines()
+        return output[-1] if output else f"exit code {result.returncode} and no message"
+    passes = [line for line in lines[:errors[-1]] if "Executing" in line]
+    where = f" (in {passes[-1].split('Executing ', 1)[1].rstrip('.')})" if passes else ""
+    return lines[errors[-1]].removeprefix("ERROR: ") + where
 
 
 def synthesize_config(cfg, family: str, *, use_dsp: bool = True) -> Resources:
     """Resource estimate of a config's accelerator, synthesized from Amaranth's RTLIL.
 
-    RTLIL rather than the Verilog text: yosys reads it in seconds, and the YoWASP yosys has
-    exited without a message on the Verilog of some configs (1x4x8, 1x8x8 int4).
+    RTLIL rather than the Verilog text: yosys reads it in seconds where the Verilog of large
+    memories takes minutes.
     """
     from hw.top import TOP_NAME
     from hw.verilog import generate_rtlil

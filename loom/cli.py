@@ -176,6 +176,7 @@ def cmd_synth(args) -> int:
         print(
             f"{cfg.name} on {args.family}: {resources.lut} LUT, {resources.ff} FF, "
             f"{resources.dsp} DSP, {resources.bram:g} BRAM, {resources.lutram} LUTRAM"
+            + ("" if resources.lut_mapper == "abc9" else f" (LUTs by {resources.lut_mapper})")
         )
     return 0
 
