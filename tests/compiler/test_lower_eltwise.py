@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from onnx_models import Builder, random_inputs
 
 from compiler.ir import Graph, Node, Op, QuantParams, Value
 from compiler.lower_eltwise import LoweredEltwise, add_levels, balanced_digits, lower_eltwise
@@ -14,7 +15,6 @@ from compiler.qreference import run_integer
 from compiler.reference import pool_geometry
 from compiler.runtime import run_batches, run_model
 from isa import load_config
-from onnx_models import Builder, random_inputs
 
 PRESETS = ["small", "nonsquare"]
 
