@@ -48,7 +48,13 @@ ELTWISE_OPS = (Op.QADD, Op.QMAXPOOL)
 
 
 def nchw(shape) -> tuple[int, int, int, int]:
-    """A rank-2 to rank-4 (N, C, ...) shape as NCHW, with trailing ones."""
+    """The NCHW view of a shape: (N, C, ...) with trailing ones, dimensions after the fourth
+    folded into the third (a vector is channels, a scalar one element)."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        return (1, shape[0] if shape else 1, 1, 1)
+    if len(shape) > 4:
+        return (*shape[:2], int(np.prod(shape[2:])), 1)
     return (*shape, *([1] * (4 - len(shape))))
 
 
@@ -56,9 +62,9 @@ def nchw(shape) -> tuple[int, int, int, int]:
 class LoweredEltwise:
     """An elementwise or pooling layer lowered to a Program, with the packing of its tensors.
 
-    `input_shapes` and `output_shape` are the graph's (rank 2 to 4); the Program sees them as
-    NCHW with trailing ones. They run no multiply-accumulates of the model (`macs` is 0), so
-    their utilization is not reported.
+    `input_shapes` and `output_shape` are the graph's; the Program sees them as `nchw` views (an
+    add's inputs broadcast to its output shape first, on the host). They run no
+    multiply-accumulates of the model (`macs` is 0), so their utilization is not reported.
     """
 
     program: Program
@@ -69,9 +75,11 @@ class LoweredEltwise:
 
     def pack_inputs(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Input arrays to the elements of their segments (x0, x1, ...)."""
-        cfg = self.program.config
-        return {f"x{i}": to_elements(np.reshape(x, nchw(shape)), cfg, "inp")
-                for i, (x, shape) in enumerate(zip(xs, self.input_shapes, strict=True))}
+        cfg, shape = self.program.config, self.output_shape
+        if self.op != Op.QADD.value:  # a pool's input is not its output's shape
+            shape = self.input_shapes[0]
+        return {f"x{i}": to_elements(np.broadcast_to(x, shape).reshape(nchw(shape)), cfg, "inp")
+                for i, x in enumerate(xs)}
 
     def unpack_output(self, elements: np.ndarray) -> np.ndarray:
         """The output segment's elements to an array of the output shape."""
@@ -496,12 +504,12 @@ def lower_eltwise(cfg: HwConfig, graph: Graph, node: Node) -> LoweredEltwise:
         _fits_lanes(None if quant is None else quant.bits, cfg.inp_bits, "inputs", name)
     _fits_lanes(None if out.quant is None else out.quant.bits, cfg.out_bits, "outputs", name)
     if node.op == Op.QADD:
-        if any(s != tuple(out.shape) for s in shapes) or not 2 <= len(out.shape) <= 4:
-            raise CompileError(f"{name}: inputs {shapes} broadcast or are not rank 2 to 4")
+        if np.broadcast_shapes(*shapes) != tuple(out.shape):
+            raise CompileError(f"{name}: inputs {shapes} do not broadcast to {out.shape}")
         lo, hi = node.attrs["clip"]
         if lo < -(1 << (cfg.out_bits - 1)) or hi >= 1 << (cfg.out_bits - 1):
             raise CompileError(f"{name}: clip ({lo}, {hi}) exceeds {cfg.out_bits}-bit outputs")
-        builder = _AddBuilder(cfg, shapes[0], len(shapes), node.attrs, name)
+        builder = _AddBuilder(cfg, out.shape, len(shapes), node.attrs, name)
     else:
         a = node.attrs
         if len(shapes[0]) != 4 or tuple(a["dilations"]) != (1, 1):

@@ -118,6 +118,22 @@ def test_qmaxpool_asymmetric_pads_and_ceil_mode(attrs):
     run_and_check(cfg, one_op(Op.QMAXPOOL, attrs, [x], (1, 6, oh, ow)), {"x0": x})
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("shapes", [
+    [(2, 6, 4, 5), (1, 6, 1, 1)],      # a per-channel term
+    [(3, 4, 5), (5,)],                 # ONNX's test_add_bcast
+    [(19,), (19,)],                    # a vector: channels
+    [(2, 3, 2, 3, 4), (2, 3, 2, 3, 4)],  # rank 5: trailing dimensions folded
+])
+def test_qadd_broadcasts_and_takes_any_rank(preset, shapes):
+    cfg = load_config(preset)
+    rng = np.random.default_rng(len(shapes[1]))
+    xs = [rng.integers(-128, 128, s).astype(np.int8) for s in shapes]
+    attrs = {"multipliers": np.array([14000, -9000]), "shift": 14, "offset": 5, "clip": (-128, 127)}
+    graph = one_op(Op.QADD, attrs, xs, np.broadcast_shapes(*shapes))
+    run_and_check(cfg, graph, {"x0": xs[0], "x1": xs[1]})
+
+
 def test_a_large_plane_is_tiled_over_both_buffer_halves():
     cfg = load_config("small")  # 128-element buffer halves: 35x33 planes need many tiles
     rng = np.random.default_rng(3)
@@ -130,8 +146,8 @@ def test_a_large_plane_is_tiled_over_both_buffer_halves():
 
 
 @pytest.mark.parametrize("op, attrs, shapes, reason", [
-    (Op.QADD, {"multipliers": np.array([1, 1]), "shift": 0, "offset": 0, "clip": (0, 127)},
-     [(1, 4, 3, 3), (1, 4, 1, 1)], "broadcast"),
+    (Op.QADD, {"multipliers": np.array([1, 1]), "shift": 0, "offset": 0, "clip": (-200, 200)},
+     [(1, 4, 3, 3), (1, 4, 3, 3)], "exceeds 8-bit outputs"),
     (Op.QMAXPOOL, {"kernel_shape": (2, 2), "strides": (1, 1), "pads": (0,) * 4,
                    "dilations": (2, 2), "ceil_mode": 0}, [(1, 4, 5, 5)], "dilation"),
 ])
