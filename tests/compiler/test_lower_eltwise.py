@@ -1,6 +1,9 @@
 """Residual adds (QADD) and max pooling (QMAXPOOL) on the accelerator: bit-exact against the
 integer reference, on square and non-square cores, through the whole compiler and the RTL."""
 
+import json
+import zipfile
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,6 +11,7 @@ from hypothesis import strategies as st
 from onnx_models import Builder, random_inputs
 
 from compiler.ir import Graph, Node, Op, QuantParams, Value
+from compiler.lower import LoweredConv
 from compiler.lower_eltwise import LoweredEltwise, add_levels, balanced_digits, lower_eltwise
 from compiler.model_file import CompiledModel
 from compiler.pipeline import compile_model, lower_graph, partition_graph
@@ -225,3 +229,30 @@ def test_residual_model_on_the_rtl_equals_the_functional_simulator():
     assert len(eltwise) == 3 and all(layer.cycles > 0 for layer in eltwise)
     by_op = report.cycles_by_op()
     assert sum(by_op.values()) == report.cycles and by_op[Op.QADD] > 0
+
+
+def test_version_1_model_files_still_load(tmp_path):
+    """Files written before layer kinds (convolutions only) load as convolutions."""
+    cfg = load_config("small")
+    b = Builder("x", (1, 3, 6, 6), seed=4)
+    model = b.model([b.op("Relu", [b.conv(b.input, 5, kernel=3, pad=1)])])
+    inputs = random_inputs(model)
+    compiled = compile_model(model, cfg, calib=inputs)
+    compiled.save(tmp_path / "v2.loom")
+    with zipfile.ZipFile(tmp_path / "v2.loom") as src, \
+            zipfile.ZipFile(tmp_path / "v1.loom", "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "model.json":
+                document = json.loads(data)
+                document["version"] = 1
+                for entry in document["layers"].values():
+                    del entry["kind"]
+                data = json.dumps(document)
+            dst.writestr(item, data)
+    loaded = CompiledModel.load(tmp_path / "v1.loom")
+    assert all(isinstance(layer, LoweredConv) for layer in loaded.layers.values())
+    got, _ = run_batches(loaded, inputs)
+    want, _ = run_batches(compiled, inputs)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
