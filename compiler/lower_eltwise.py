@@ -299,13 +299,24 @@ class _AddBuilder(_Builder):
         self.cout, self.pixels = self._tiling()
 
     def _overlap(self, cout: int) -> int:
-        return max(len(_channel_blocks(self.cfg, co, cout, self.shape[1]))
-                   for co in range(0, self.cout_blocks, cout))
+        """Most input blocks a tile of `cout` output blocks reads (the pattern repeats every
+        block_in / block_out tiles at most)."""
+        cfg = self.cfg
+        period = max(1, cfg.block_in // cfg.block_out) + 1
+        return max(len(_channel_blocks(cfg, co, cout, self.shape[1]))
+                   for co in range(0, min(self.cout_blocks, period * cout), cout))
+
+    def _uops(self, cout: int) -> int:
+        """Uops of a tile's GEMM level: one per input when blocks match, else per block."""
+        if self.cfg.block_in == self.cfg.block_out:
+            return self.count
+        return cout * self.count * self._overlap(1)
 
     def _tiling(self) -> tuple[int, int]:
         inp, acc = self.half_size("inp"), self.half_size("acc")
-        for cout in range(self.cout_blocks, 0, -1):
-            if cout * self.hw <= acc and self.count * self._overlap(cout) * self.hw <= inp:
+        for cout in range(min(self.cout_blocks, acc // self.hw), 0, -1):
+            if (self.count * self._overlap(cout) * self.hw <= inp
+                    and self._uops(cout) <= self.cfg.uop_depth // 4):
                 return cout, self.hw
         pixels = min(acc, inp // (self.count * self._overlap(1)), self.hw)
         if pixels < 1:
@@ -351,14 +362,20 @@ class _AddBuilder(_Builder):
                 compute.append(self.alu(whole, AluOp.SHR, -cfg.wgt_bits, **rows))
                 if level.offset:
                     compute.append(self.alu(whole, AluOp.ADD, level.offset, **rows))
-            uops = [
-                Uop(acc + c * pixels, inp + (i * len(blocks) + b - blocks.start) * pixels,
-                    self.weight(co0 + c, b, digit))
-                for c in range(cout) for i, digit in enumerate(level.digits) if digit
-                for b in _channel_blocks(cfg, co0 + c, 1, self.shape[1]) if b in blocks
-            ]
+            if cfg.block_in == cfg.block_out:  # the tile's blocks are one run in INP and ACC
+                uops = [Uop(acc, inp + i * len(blocks) * pixels, self.weight(co0, co0, digit))
+                        for i, digit in enumerate(level.digits) if digit]
+                flat = cout * pixels
+            else:
+                uops = [
+                    Uop(acc + c * pixels, inp + (i * len(blocks) + b - blocks.start) * pixels,
+                        self.weight(co0 + c, b, digit))
+                    for c in range(cout) for i, digit in enumerate(level.digits) if digit
+                    for b in _channel_blocks(cfg, co0 + c, 1, self.shape[1]) if b in blocks
+                ]
+                flat = pixels
             if uops:
-                compute.append(self.gemm(uops, iter_out=pixels, iter_in=1, dst_factor_out=1,
+                compute.append(self.gemm(uops, iter_out=flat, iter_in=1, dst_factor_out=1,
                                          src_factor_out=1))
         compute += [self.alu(whole, op, imm, **rows) for op, imm in self.tail]
         store = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=acc, y_size=cout,

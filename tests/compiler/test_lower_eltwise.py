@@ -127,6 +127,7 @@ def test_qmaxpool_asymmetric_pads_and_ceil_mode(attrs):
     [(2, 6, 4, 5), (1, 6, 1, 1)],      # a per-channel term
     [(3, 4, 5), (5,)],                 # ONNX's test_add_bcast
     [(19,), (19,)],                    # a vector: channels
+    [(3001,), (1,)],                   # a long vector: many channel blocks per tile
     [(2, 3, 2, 3, 4), (2, 3, 2, 3, 4)],  # rank 5: trailing dimensions folded
 ])
 def test_qadd_broadcasts_and_takes_any_rank(preset, shapes):
