@@ -346,9 +346,10 @@ class _AddBuilder(_Builder):
         inp, acc = self.half("inp", half), self.half("acc", half)
         loads = []
         for i in range(self.count):
+            # One row needs no stride (which keeps planes over 16 bits of elements legal).
             load = Insn(Opcode.LOAD, mem_type=MemType.INP,
                         sram_base=inp + i * len(blocks) * pixels, y_size=len(blocks),
-                        x_size=pixels, x_stride=self.hw)
+                        x_size=pixels, x_stride=self.hw if len(blocks) > 1 else pixels)
             first = (nb * self.cin_blocks + blocks.start) * self.hw + p0
             loads.append(_AtDram(load, f"x{i}", first))
         rows = {"iter_out": cout, "iter_in": pixels, "dst_factor_out": pixels,
@@ -379,7 +380,7 @@ class _AddBuilder(_Builder):
                                          src_factor_out=1))
         compute += [self.alu(whole, op, imm, **rows) for op, imm in self.tail]
         store = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=acc, y_size=cout,
-                     x_size=pixels, x_stride=self.hw)
+                     x_size=pixels, x_stride=self.hw if cout > 1 else pixels)
         stores = [_AtDram(store, "y", (nb * self.cout_blocks + co0) * self.hw + p0)]
         return self.tile_items(loads, compute, stores)
 
