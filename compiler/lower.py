@@ -59,6 +59,10 @@ class LoweredConv:
         """NCHW integers to the input segment's elements."""
         return to_elements(x, self.program.config, "inp")
 
+    def pack_inputs(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The node's input arrays by input segment (as every lowered layer packs them)."""
+        return {"x": self.pack_input(xs[0])}
+
     def unpack_output(self, elements: np.ndarray) -> np.ndarray:
         """The output segment's elements to NCHW integers."""
         s = self.shape

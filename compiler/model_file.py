@@ -3,8 +3,10 @@
 A zip archive: ``model.json`` (format name and version, config, the quantized graph with every
 array attribute replaced by a reference, and per accelerated layer its geometry and schedule),
 ``arrays.npz`` (constants, quantization parameters and array attributes, loaded without pickle)
-and ``programs/<layer>.loom`` (each layer's Program file). A damaged or foreign file raises one
-`CompileError` line.
+and ``programs/<layer>.loom`` (each layer's Program file). A layer entry names its kind: "conv"
+(`compiler.lower.LoweredConv`: geometry and schedule) or "eltwise"
+(`compiler.lower_eltwise.LoweredEltwise`: op and tensor shapes); version 1 files, which predate
+the kinds, hold convolutions only. A damaged or foreign file raises one `CompileError` line.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import numpy as np
 
 from compiler.ir import CompileError, Graph, Node, Op, QuantParams, Value
 from compiler.lower import LoweredConv
+from compiler.lower_eltwise import LoweredEltwise
 from compiler.schedule import ConvSchedule, ConvShape
 from isa.config import HwConfig
 from isa.errors import LoomError
 from isa.program import Program
 
 FORMAT_NAME = "loom-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass
@@ -36,7 +40,7 @@ class CompiledModel:
 
     config: HwConfig
     graph: Graph
-    layers: dict[str, LoweredConv]
+    layers: dict[str, LoweredConv | LoweredEltwise]
     prequantized: bool = False  # the source model carried its own quantization (QDQ/QOperator)
 
     def save(self, path: str | Path) -> None:
@@ -70,10 +74,11 @@ class CompiledModel:
                 document = json.loads(zf.read("model.json"))
                 if document.get("format") != FORMAT_NAME:
                     raise CompileError("not a compiled Loom model (format is not loom-model)")
-                if document.get("version") != FORMAT_VERSION:
+                if document.get("version") not in READABLE_VERSIONS:
                     raise CompileError(
                         f"model file version {document.get('version')} is not supported "
-                        f"(this Loom reads {FORMAT_VERSION}): recompile the model"
+                        f"(this Loom reads {READABLE_VERSIONS[0]} to {FORMAT_VERSION}): "
+                        "recompile the model"
                     )
                 with np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False) as npz:
                     arrays = {key: npz[key] for key in npz.files}
@@ -163,8 +168,13 @@ def _decode_graph(doc: dict, arrays: dict) -> Graph:
     return graph
 
 
-def _encode_layer(layer: LoweredConv) -> dict:
+def _encode_layer(layer: LoweredConv | LoweredEltwise) -> dict:
+    if isinstance(layer, LoweredEltwise):
+        return {"kind": "eltwise", "op": layer.op, "macs": layer.macs,
+                "input_shapes": [list(s) for s in layer.input_shapes],
+                "output_shape": list(layer.output_shape)}
     return {
+        "kind": "conv",
         "shape": dataclasses.asdict(layer.shape),
         "schedule": layer.schedule.to_dict(),
         "batch": layer.batch,
@@ -174,7 +184,13 @@ def _encode_layer(layer: LoweredConv) -> dict:
     }
 
 
-def _decode_layer(entry: dict, program: Program) -> LoweredConv:
+def _decode_layer(entry: dict, program: Program) -> LoweredConv | LoweredEltwise:
+    kind = entry.get("kind", "conv")
+    if kind == "eltwise":
+        return LoweredEltwise(program, entry["op"], [tuple(s) for s in entry["input_shapes"]],
+                              tuple(entry["output_shape"]), entry["macs"])
+    if kind != "conv":
+        raise ValueError(f"unknown layer kind {kind!r}")
     shape = {k: tuple(v) if isinstance(v, list) else v for k, v in entry["shape"].items()}
     return LoweredConv(
         program, ConvShape(**shape), ConvSchedule(**entry["schedule"]), entry["batch"],

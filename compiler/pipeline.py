@@ -1,9 +1,11 @@
 """The compiler's pipeline: ONNX model to a CompiledModel, pass by pass, in one list.
 
 Front-end passes clean the float graph; then the graph is quantized (calibrated float models) or
-its own quantization is imported (QDQ and QOperator models); `partition_graph` marks the QCONV
-nodes the accelerator runs; `lower_graph` turns each into a Program with a schedule from the
-tuning log or the heuristic. With `verify`, the graph is checked between passes.
+its own quantization is imported (QDQ and QOperator models); `partition_graph` marks the nodes
+the accelerator runs (every QCONV; QADD and QMAXPOOL when they lower for the config, else they
+stay on the host with the reason in their `host_reason` attribute); `lower_graph` turns each
+into a Program, convolutions with a schedule from the tuning log or the heuristic. With
+`verify`, the graph is checked between passes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from compiler.frontend import import_onnx
 from compiler.ir import CompileError, Graph, Node, Op
 from compiler.lower import lower_conv
+from compiler.lower_eltwise import ELTWISE_OPS, lower_eltwise
 from compiler.model_file import CompiledModel
 from compiler.passes import fold_batchnorm, fold_constants, fuse_gemm_layout, remove_identities
 from compiler.quantize import QOPERATORS, calibrate, from_qdq, quantize_graph
@@ -26,6 +29,7 @@ from compiler.schedule import ConvSchedule
 from compiler.tap_packing import pack_taps
 from compiler.tune.log import best_schedules, layer_key, read_records
 from isa.config import HwConfig
+from isa.errors import LoomError
 
 FRONT_PASSES: list[Callable[[Graph], Graph]] = [
     remove_identities,
@@ -37,19 +41,28 @@ QUANTIZED_OPS = {Op.QUANTIZE, Op.DEQUANTIZE}
 GENERATED_SAMPLES = 8
 
 
-def partition_graph(graph: Graph) -> Graph:
-    """Mark every QCONV node for the accelerator; everything else stays on the host."""
+def partition_graph(graph: Graph, cfg: HwConfig) -> Graph:
+    """Mark every QCONV node, and the QADD and QMAXPOOL nodes that lower for `cfg`, for the
+    accelerator; everything else stays on the host (an add or pool with its reason)."""
     graph = graph.copy()
     for node in graph.nodes:
+        node.attrs.pop("host_reason", None)
         node.target = "accel" if node.op == Op.QCONV else "host"
+        if node.op in ELTWISE_OPS:
+            try:
+                lower_eltwise(cfg, graph, node)
+                node.target = "accel"
+            except LoomError as exc:  # CompileError, or a field the ISA cannot encode
+                node.attrs["host_reason"] = str(exc)
     return graph
 
 
-def accelerated_layers(graph: Graph) -> list[tuple[Node, tuple[int, ...]]]:
-    """The accelerator's nodes with their (fixed) NCHW input shapes, in graph order."""
+def accelerated_layers(graph: Graph, ops=(Op.QCONV,)) -> list[tuple[Node, tuple[int, ...]]]:
+    """The accelerator's nodes of `ops` (convolutions by default: what the tuner sees) with
+    their (fixed) first input shapes, in graph order."""
     layers = []
     for node in graph.nodes:
-        if node.target != "accel":
+        if node.target != "accel" or node.op not in ops:
             continue
         shape = graph.values[node.inputs[0]].shape
         if any(not isinstance(d, int) or d <= 0 for d in shape):
@@ -59,12 +72,16 @@ def accelerated_layers(graph: Graph) -> list[tuple[Node, tuple[int, ...]]]:
 
 
 def lower_graph(graph: Graph, cfg: HwConfig, schedules: dict[str, ConvSchedule]) -> dict:
-    """Lower every accelerator node to a Program, with the schedule of its layer key if known."""
-    return {
-        node.name: lower_conv(cfg, shape, node.attrs,
-                              schedules.get(layer_key(cfg, shape, node.attrs)), node.name)
-        for node, shape in accelerated_layers(graph)
-    }
+    """Lower every accelerator node to a Program (a convolution with the schedule of its layer
+    key if known), in graph order."""
+    layers = {}
+    for node, shape in accelerated_layers(graph, (Op.QCONV, *ELTWISE_OPS)):
+        if node.op == Op.QCONV:
+            schedule = schedules.get(layer_key(cfg, shape, node.attrs))
+            layers[node.name] = lower_conv(cfg, shape, node.attrs, schedule, node.name)
+        else:
+            layers[node.name] = lower_eltwise(cfg, graph, node)
+    return layers
 
 
 def calibration_samples(graph: Graph, calib: dict[str, np.ndarray] | None) -> list[dict]:
@@ -106,7 +123,7 @@ def prepare_graph(
         ranges = calibrate(graph, calibration_samples(graph, calib))
         graph = _run(lambda g: quantize_graph(g, ranges, cfg), graph, verify)
     graph = _run(lambda g: pack_taps(g, cfg), graph, verify)
-    return _run(partition_graph, graph, verify), prequantized
+    return _run(lambda g: partition_graph(g, cfg), graph, verify), prequantized
 
 
 def compile_model(

@@ -1,25 +1,42 @@
 """Runs a compiled model: accelerated layers on a simulator backend, everything else on the host.
 
 The quantized graph executes in order with the integer reference's host kernels; each node that
-was lowered to a Program instead packs its input into the accelerator's layout, runs the Program
-on the chosen backend (the functional simulator, or the cycle-accurate RTL simulation) and
-unpacks the output. The report lists, per node, where it ran, its MACs, the bytes the
-accelerator moved, and (on the RTL backend) cycles and utilization.
+was lowered to a Program instead packs its inputs into the accelerator's layout (one input
+segment each: `LoweredLayer.pack_inputs`), runs the Program on the chosen backend (the functional
+simulator, or the cycle-accurate RTL simulation) and unpacks the output. The report lists, per
+node, where it ran (with the reason a node the accelerator could run stayed on the host), its
+MACs, the bytes the accelerator moved, and (on the RTL backend) cycles and utilization. Layers
+without MACs of their own (residual adds, max pooling) report cycles and bytes, no utilization.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from compiler.ir import CompileError, Graph, Node
-from compiler.lower import LoweredConv
 from compiler.model_file import CompiledModel
 from compiler.qreference import run_integer
 from isa.errors import LoomError
+from isa.program import Program
 
 BACKENDS = ("functional", "rtl")
+
+
+class LoweredLayer(Protocol):
+    """What the runtime needs of a lowered node (`compiler.lower.LoweredConv`,
+    `compiler.lower_eltwise.LoweredEltwise`): its Program, MACs and tensor packing."""
+
+    program: Program
+    macs: int
+
+    def pack_inputs(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The node's input arrays as elements, by input segment."""
+
+    def unpack_output(self, elements: np.ndarray) -> np.ndarray:
+        """The elements of segment "y" as the node's output array."""
 
 
 @dataclass
@@ -32,7 +49,8 @@ class LayerReport:
     macs: int = 0
     bytes_moved: int = 0
     cycles: int | None = None
-    peak: int = 0  # MACs per cycle of the GEMM core, for utilization
+    peak: int = 0  # MACs per cycle of the GEMM core, for utilization (0: not a MAC layer)
+    reason: str | None = None  # why a node the accelerator could run stayed on the host
 
     @property
     def utilization(self) -> float | None:
@@ -59,9 +77,20 @@ class RunReport:
         cycles = [layer.cycles for layer in self.layers if layer.target == "accel"]
         return None if any(c is None for c in cycles) else sum(cycles)
 
+    def cycles_by_op(self) -> dict[str, int] | None:
+        """Accelerator cycles per op (convolutions apart from adds and pooling), RTL only."""
+        if self.cycles is None:
+            return None
+        totals: dict[str, int] = {}
+        for layer in self.layers:
+            if layer.target == "accel":
+                totals[layer.op] = totals.get(layer.op, 0) + layer.cycles
+        return totals
+
     def to_dict(self) -> dict:
         """JSON-ready form."""
         return {"backend": self.backend, "cycles": self.cycles,
+                "cycles_by_op": self.cycles_by_op(),
                 "layers": [layer.to_dict() for layer in self.layers]}
 
 
@@ -84,15 +113,18 @@ class Backend:
 
             self.sim = RtlSim(model.config) if dram is None else RtlSim(model.config, dram)
 
-    def run_layer(self, layer: LoweredConv, x: np.ndarray) -> tuple[np.ndarray, LayerReport]:
-        """Run one lowered layer on an NCHW integer input; return its output and report."""
+    def run_layer(self, layer: LoweredLayer, xs: list[np.ndarray]) -> tuple[np.ndarray,
+                                                                           LayerReport]:
+        """Run one lowered layer on its integer inputs; return its output and report."""
         program = layer.program
         dram = program.dram_image()
-        program.write(dram, "x", layer.pack_input(x))
+        for segment, elements in layer.pack_inputs(xs).items():
+            program.write(dram, segment, elements)
         stats = self.sim.run(program, dram).to_dict()
         y = layer.unpack_output(program.read(dram, "y"))
+        peak = program.config.macs_per_cycle if layer.macs else 0
         report = LayerReport("", "", "accel", macs=layer.macs, bytes_moved=_bytes_moved(stats),
-                             cycles=stats.get("cycles"), peak=program.config.macs_per_cycle)
+                             cycles=stats.get("cycles"), peak=peak)
         return y, report
 
 
@@ -113,9 +145,10 @@ def run_model(
     def execute(node: Node, args: list) -> list[np.ndarray] | None:
         layer = model.layers.get(node.name)
         if layer is None:
-            report.layers.append(LayerReport(node.name, node.op.value, "host"))
+            report.layers.append(LayerReport(node.name, node.op.value, "host",
+                                             reason=node.attrs.get("host_reason")))
             return None
-        y, layer_report = runner.run_layer(layer, args[0])
+        y, layer_report = runner.run_layer(layer, args)
         layer_report.node, layer_report.op = node.name, node.op.value
         report.layers.append(layer_report)
         return [y]

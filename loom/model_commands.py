@@ -143,6 +143,8 @@ def _print_report(outputs, report, check) -> None:
         moved = str(layer.bytes_moved) if layer.bytes_moved else ""
         print(f"{layer.node[:28]:28s} {layer.target:6s} {macs:>10s} {moved:>8s} "
               f"{cycles:>9s} {util:>6s}")
+        if layer.reason:
+            print(f"  on the host: {layer.reason}")
     if report.cycles is not None:
         print(f"total accelerator cycles: {report.cycles}")
     if check is not None:
