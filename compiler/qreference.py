@@ -90,7 +90,7 @@ def qconv(node: Node, args: list, acc_bits: int) -> np.ndarray:
     weights = np.asarray(a["weights"], dtype=np.int64)
     conv = Node(node.name, Op.CONV, [], [], {
         "kernel_shape": weights.shape[2:], "strides": tuple(a["strides"]),
-        "pads": tuple(a["pads"]), "dilations": (1, 1), "group": 1,
+        "pads": tuple(a["pads"]), "dilations": (1, 1), "group": a.get("groups", 1),
     })
     # The float reference accumulates in float64: exact for integer sums below 2**53.
     sums = reference.conv(conv, [x, weights])[0]

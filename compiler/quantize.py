@@ -15,10 +15,14 @@ Both `quantize_graph` (post-training quantization of a float graph with calibrat
 - Conv, and Gemm/MatMul by constant weights, each with bias and a following Relu/Clip, become one
   QCONV (attributes in `compiler.ir.QCONV_ATTRS`). Gemm/MatMul run as a 1x1 convolution: a
   RESHAPE makes the (N, K) input (N, K, 1, 1), the QCONV has weights (M, K, 1, 1), and a RESHAPE
-  turns its (N, M, 1, 1) output back into (N, M).
-- A residual Add becomes QADD, MaxPool QMAXPOOL, AveragePool and GlobalAveragePool QAVGPOOL
-  (exact semantics in `compiler.qreference`). Reshape/Flatten/Transpose run on the integers;
-  Softmax, grouped or dilated convolutions and other host ops run in float after a DEQUANTIZE.
+  turns its (N, M, 1, 1) output back into (N, M). A grouped (or depthwise) Conv is a QCONV with
+  `groups` (its weights (M, C / groups, KH, KW) as ONNX has them).
+- A residual Add becomes QADD, MaxPool QMAXPOOL (exact semantics in `compiler.qreference`).
+  AveragePool and GlobalAveragePool whose divisor is the same for every window (no padding, or
+  count_include_pad) become a depthwise QCONV of all-ones weights requantized by
+  x_scale / (count * y_scale) on the accelerator; the others a QAVGPOOL (exact, on the host).
+  Reshape/Flatten/Transpose run on the integers; Softmax, dilated convolutions and other host
+  ops run in float after a DEQUANTIZE.
 
 Requantization: the real multiplier M[c] = x_scale * w_scale[c] / y_scale becomes
 multiplier[c] / 2**(pre_shift + post_shift) (`choose_requant`), so the accelerator's ALU does it
@@ -51,7 +55,9 @@ from onnx import helper
 from compiler.ir import CompileError, Graph, Node, Op, QuantParams, Value
 from compiler.passes import drop_unused, fuse_gemm_layout
 from compiler.reference import run_float
+from compiler.schedule import ConvShape, block_inputs, default_schedule
 from isa.config import HwConfig
+from isa.formats import PAD_BITS
 from isa.semantics import mulr_max_shift
 
 MULT_BITS = 16  # multipliers are signed 16-bit ALU immediates (or ACC rows holding such values)
@@ -340,8 +346,10 @@ class _Builder:
     def qconv(
         self, name: str, out: str, x: str, weights: np.ndarray, w_scale: np.ndarray,
         bias: np.ndarray, shape, yq: QuantParams, clip: tuple[int, int], strides, pads,
+        groups: int = 1,
     ) -> str:
-        """Emit a QCONV of integer weights (M, C, KH, KW) and int bias (M,); return its output."""
+        """Emit a QCONV of integer weights (M, C / groups, KH, KW) and int bias (M,); return its
+        output."""
         xq = self.quant(x)
         zx, zy = int(_scalar(xq.zero_point)), int(_scalar(yq.zero_point))
         weights = weights.astype(np.int64)
@@ -368,7 +376,7 @@ class _Builder:
             "weights": weights.astype(INT_DTYPE), "bias": bias + fold,
             "strides": tuple(int(s) for s in strides), "pads": tuple(int(p) for p in pads),
             "pre_shift": rq.pre_shift, "multiplier": rq.multiplier, "post_shift": rq.post_shift,
-            "clip": (int(clip[0]), int(clip[1])),
+            "clip": (int(clip[0]), int(clip[1])), "groups": int(groups),
         })
         return out
 
@@ -411,8 +419,21 @@ class _Builder:
         self, name: str, out: str, x: str, shape, yq: QuantParams, clip, kernel, strides, pads,
         count_include_pad: int,
     ) -> str:
-        """Emit a QAVGPOOL (a GlobalAveragePool is a window over the whole image)."""
+        """Emit an average pool (a GlobalAveragePool is a window over the whole image): a
+        depthwise QCONV of ones when every window has the same divisor and the accelerator
+        can run it, else a QAVGPOOL on the host."""
         xq = self.quant(x)
+        n, channels, height, width = self.graph.values[x].shape
+        count = int(np.prod(kernel))
+        pads = tuple(int(p) for p in pads)
+        if (count_include_pad or not any(pads)) and _accelerable(
+            self.cfg, (n, channels, height, width), tuple(kernel), tuple(strides),
+            pads if not int(_scalar(xq.zero_point)) else (0, 0, 0, 0),
+        ):
+            ones = np.ones((channels, 1, *kernel), dtype=np.int64)
+            w_scale = np.full(channels, 1.0 / count)
+            return self.qconv(name, out, x, ones, w_scale, np.zeros(channels, np.int64), shape,
+                              yq, clip, strides, pads, groups=channels)
         real = np.array([_scalar(xq.scale) / _scalar(yq.scale)])
         # A host op: the int64 product sum * multiplier cannot overflow, any shift will do.
         ms, shift = _fixed_point(real, self.cfg.acc_bits, lambda ms, shift: 0)
@@ -442,6 +463,22 @@ class _Builder:
         return self.graph
 
 
+def _accelerable(cfg: HwConfig, x_shape, kernel, strides, pads) -> bool:
+    """True when a depthwise convolution of this geometry has a schedule on `cfg` (a global
+    pool over a large image may not fit the buffers)."""
+    n, c, h, w = x_shape
+    if max(pads) >= 1 << PAD_BITS:
+        return False
+    blocks = block_inputs(c, c, c, cfg.block_in, cfg.block_out)
+    shape = ConvShape(-(-n // cfg.batch), -(-c // cfg.block_in), -(-c // cfg.block_out), h, w,
+                      kernel, strides, pads, blocks)
+    try:
+        default_schedule(cfg, shape)
+    except ValueError:
+        return False
+    return True
+
+
 def _window_attrs(node: Node, x_shape) -> tuple[tuple, tuple, tuple, int] | None:
     """kernel, strides, pads, count_include_pad of an average pool QAVGPOOL can run, else None."""
     if node.op == Op.GLOBALAVERAGEPOOL:
@@ -462,8 +499,8 @@ def _canonical_gemm(graph: Graph, node: Node) -> bool:
 
 
 def _conv_runs_on_qconv(node: Node) -> bool:
-    """True for a Conv that QCONV can express (groups 1, no dilation)."""
-    return node.attrs["group"] == 1 and tuple(node.attrs["dilations"]) == (1, 1)
+    """True for a Conv that QCONV can express (any groups, no dilation)."""
+    return tuple(node.attrs["dilations"]) == (1, 1)
 
 
 # -- post-training quantization of float graphs --------------------------------------------------
@@ -593,7 +630,7 @@ class _FloatQuantizer:
         else:
             a = node.attrs
             b.qname[out] = b.qconv(node.name, out, x, weights, w_scale, bias_q, shape, yq,
-                                   clip, a["strides"], a["pads"])
+                                   clip, a["strides"], a["pads"], a["group"])
 
 
 # -- imported quantized models ------------------------------------------------------------------
@@ -766,7 +803,7 @@ class _QdqImporter:
 
     def _on_qconv(self, node: Node) -> bool:
         """True for a Conv/Gemm/MatMul of quantized input and weights that QCONV expresses;
-        others (float layers the model keeps, grouped or dilated convolutions) run on the host."""
+        others (float layers the model keeps, dilated convolutions) run on the host."""
         x, w = node.inputs[:2]
         if x not in self.b.qname or w not in self.weights:
             return False
@@ -832,7 +869,7 @@ class _QdqImporter:
                 weights, w_scale = self._weights(node, 0)
                 bias = self._bias(node, 2, x_scale * w_scale)
                 return b.qconv(node.name, out, x, weights, w_scale, bias, shape, yq, clip,
-                               node.attrs["strides"], node.attrs["pads"])
+                               node.attrs["strides"], node.attrs["pads"], node.attrs["group"])
             trans = node.op == Op.GEMM and node.attrs["transB"]
             weights, w_scale = self._weights(node, 0 if trans else 1)
             weights = weights if trans else weights.T
