@@ -19,8 +19,10 @@ Both `quantize_graph` (post-training quantization of a float graph with calibrat
   `groups` (its weights (M, C / groups, KH, KW) as ONNX has them).
 - A residual Add becomes QADD, MaxPool QMAXPOOL (exact semantics in `compiler.qreference`).
   AveragePool and GlobalAveragePool whose divisor is the same for every window (no padding, or
-  count_include_pad) become a depthwise QCONV of all-ones weights requantized by
-  x_scale / (count * y_scale) on the accelerator; the others a QAVGPOOL (exact, on the host).
+  count_include_pad) become a depthwise QCONV on the accelerator: constant weights w (the
+  largest weight, 127 at 8 bits, so the folded output zero point is exact to 1/w of what ones
+  would give) requantized by x_scale / (w * count * y_scale). The others, and pools whose sums
+  can be exact ties (`_has_ties`), become a QAVGPOOL (exact division, on the host).
   Reshape/Flatten/Transpose run on the integers; Softmax, dilated convolutions and other host
   ops run in float after a DEQUANTIZE.
 
@@ -426,12 +428,18 @@ class _Builder:
         n, channels, height, width = self.graph.values[x].shape
         count = int(np.prod(kernel))
         pads = tuple(int(p) for p in pads)
-        if (count_include_pad or not any(pads)) and _accelerable(
-            self.cfg, (n, channels, height, width), tuple(kernel), tuple(strides),
-            pads if not int(_scalar(xq.zero_point)) else (0, 0, 0, 0),
+        ratio = _scalar(xq.scale) / (count * _scalar(yq.scale))
+        uniform = count_include_pad or not any(pads)
+        geometry = ((n, channels, height, width), pads)
+        if int(_scalar(xq.zero_point)):  # `qconv` pads on the host with the zero point
+            top, left, bottom, right = pads
+            geometry = ((n, channels, height + top + bottom, width + left + right), (0,) * 4)
+        if uniform and not _has_ties(ratio, count, xq.bits) and _accelerable(
+            self.cfg, geometry[0], tuple(kernel), tuple(strides), geometry[1],
         ):
-            ones = np.ones((channels, 1, *kernel), dtype=np.int64)
-            w_scale = np.full(channels, 1.0 / count)
+            weight = (1 << (self.cfg.wgt_bits - 1)) - 1
+            ones = np.full((channels, 1, *kernel), weight, dtype=np.int64)
+            w_scale = np.full(channels, 1.0 / (count * weight))
             return self.qconv(name, out, x, ones, w_scale, np.zeros(channels, np.int64), shape,
                               yq, clip, strides, pads, groups=channels)
         real = np.array([_scalar(xq.scale) / _scalar(yq.scale)])
@@ -461,6 +469,15 @@ class _Builder:
         drop_unused(self.graph)
         self.graph.verify()
         return self.graph
+
+
+def _has_ties(ratio: float, count: int, bits: int) -> bool:
+    """True when a window sum s (|s| < count * 2**bits) puts s * ratio exactly halfway between
+    two integers. The exact pool (and onnxruntime) rounds such ties to even, the ALU's MULR up;
+    with the same scale in and out and an even window that is 1 element in 8, so such a pool
+    stays on the host."""
+    real = np.arange(count << bits) * ratio
+    return bool((np.abs(real % 1.0 - 0.5) <= 1e-9 * np.maximum(real, 1.0)).any())
 
 
 def _accelerable(cfg: HwConfig, x_shape, kernel, strides, pads) -> bool:
