@@ -42,6 +42,11 @@ def test_layer_keys_read_back_to_the_layer():
     assert old.per_channel and old.epilogue_ops == 5
     with pytest.raises(CompileError, match="not a layer key"):
         parse_layer_key("conv of some kind")
+    # A grouped layer names its groups, so its records never apply to the dense layer.
+    grouped = conv_task(SMALL, (1, 12, 9, 7), 12, 3, groups=12)
+    assert " g12 " in grouped.key and grouped.key != conv_task(SMALL, (1, 12, 9, 7), 12, 3).key
+    assert parse_layer_key(grouped.key).conv_shape(SMALL) == grouped.shape
+    assert grouped.shape.block_inputs == ((0, 1), (1, 2), (2, 3))
 
 
 def test_the_space_is_exactly_the_legal_schedules():
