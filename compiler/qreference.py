@@ -21,8 +21,9 @@ quantizations of an imported QDQ model)::
 
 QAVGPOOL (AveragePool and GlobalAveragePool; pads contribute nothing to the sum, and `count` is
 the window's size with count_include_pad, else its number of in-bounds elements). It runs on the
-host: it divides by `count` exactly and rounds half to even, like ONNX's QuantizeLinear of the
-float average (the ALU's shifts divide by powers of two only, and round ties up)::
+host (pools of one count everywhere become depthwise QCONVs instead, see `compiler.quantize`):
+it divides by `count` exactly and rounds half to even, like ONNX's QuantizeLinear of the float
+average (the ALU's shifts divide by powers of two only, and round ties up)::
 
     sum = sum over the window of (x - input_zero_point)      exact
     y   = min(max(round_half_even(sum * multiplier / (count * 2**shift))
