@@ -25,6 +25,8 @@ execute pipeline's source-row cache.
 A grouped convolution's tile walks only the input blocks its output blocks read, and its uop
 kernels and weight loads only the (output block, input block) pairs whose weights are not all
 zero: a depthwise 3x3 costs C/Bo * 9 uops per output pixel instead of (C/Bi) * (C/Bo) * 9.
+An average pool (a grouped conv of constant weights, `shares_blocks`) keeps each distinct
+weight block once and loads per step only the distinct blocks it uses (one or two diagonals).
 Buffers are split into `threads` halves that alternate between tiles and steps, with dependency
 tokens as in `loom.samples` so loads, compute and stores overlap.
 """
@@ -149,6 +151,13 @@ def lower_conv(
     return LoweredConv(program, shape, schedule, n, input_shape[1], c_out, macs)
 
 
+def shares_blocks(attrs: dict) -> bool:
+    """True for a grouped QCONV of constant weights (an average pool), whose weight segment
+    holds each distinct block once and whose steps load only the distinct blocks they use."""
+    weights = np.asarray(attrs["weights"])
+    return attrs.get("groups", 1) > 1 and bool(np.all(weights == weights.flat[0]))
+
+
 def epilogue_steps(cfg: HwConfig, attrs: dict) -> list[tuple[AluOp, int]]:
     """The requantization ALU ops of a QCONV after the bias MOV, with their immediates."""
     steps = [(AluOp.RSHR, attrs["pre_shift"])] if attrs["pre_shift"] else []
@@ -211,6 +220,8 @@ class _ConvBuilder:
         self.rows_held: dict[int, tuple[int, int, int]] = {}
         # Grouped convolutions: the first weight block of each output block in the segment.
         self.wgt_first = block_offsets(shape)
+        # Constant-weight convolutions (pools): the distinct block of each weight element.
+        self.shared: np.ndarray | None = None
 
     # -- data -------------------------------------------------------------------------------
 
@@ -221,6 +232,10 @@ class _ConvBuilder:
         bo, bi = cfg.block_out, cfg.block_in
         if s.sparse:
             wgt = self._grouped_blocks(weights, a["groups"])
+            if shares_blocks(a):
+                # A pool: every block is one of a few diagonals; keep each once.
+                wgt, inverse = np.unique(wgt.reshape(len(wgt), -1), axis=0, return_inverse=True)
+                wgt, self.shared = wgt.reshape(-1, bo, bi), inverse.reshape(-1)
         else:
             padded = np.zeros((s.cout_blocks * bo, s.cin_blocks * bi, kh, kw), dtype=np.int64)
             padded[:c_out, :c_in] = weights
@@ -430,10 +445,15 @@ class _ConvBuilder:
                         y_pad_1=bottom, x_pad_0=left, x_pad_1=right, pop_next=int(j == 0))
             items.append(_AtDram(load, "x", (block + row0) * s.width + col0))
         taps = kh * kw
+        slots = None  # WGT offset of each (pair, tap) when not pair order
         if s.sparse:
             pairs = step_pairs(s, tile.co0, tile.cout,
                                range(step.ci0, step.ci0 + step.cin))
-            items += self._sparse_wgt_loads(pairs, wgt)
+            if self.shared is None:
+                items += self._sparse_wgt_loads(pairs, wgt)
+            else:
+                slots, loads = self._shared_wgt_loads(pairs, wgt)
+                items += loads
         else:
             pairs = [(tile.co0 + co, step.ci0 + ci)
                      for co in range(tile.cout) for ci in range(step.cin)]
@@ -442,11 +462,11 @@ class _ConvBuilder:
             items.append(_AtDram(load_wgt, "w", self._wgt_index(tile.co0, step.ci0)))
         acc = self._base("acc", tile.half)
         pixels = tile.rows * tile.cols
-        # WGT holds the step's blocks in pair order
+        # WGT holds the step's blocks in pair order, or the distinct ones at `slots`
         uops = [
             Uop(acc + (co - tile.co0) * pixels,
                 inp + (ci - step.ci0) * win_h * win_w + y * win_w + x,
-                wgt + k * taps + y * kw + x)
+                wgt + (k * taps + y * kw + x if slots is None else slots[k * taps + y * kw + x]))
             for k, (co, ci) in enumerate(pairs)
             for y in range(kh) for x in range(kw)
         ]
@@ -470,6 +490,28 @@ class _ConvBuilder:
             items.append(_AtDram(load, "w", first * taps))
             sram += count * taps
         return items
+
+    def _shared_wgt_loads(self, pairs: list[tuple[int, int]], wgt: int) -> tuple[list, list]:
+        """A constant-weight (pooling) conv's step: the distinct blocks its pairs use, one LOAD
+        per run of consecutive ones; returns each (pair, tap)'s WGT offset and the LOADs."""
+        taps = self.s.kernel[0] * self.s.kernel[1]
+        used = [int(self.shared[self._wgt_index(co, ci) + tap])
+                for co, ci in pairs for tap in range(taps)]
+        distinct = sorted(set(used))
+        runs: list[list[int]] = []
+        for u in distinct:
+            if runs and runs[-1][0] + runs[-1][1] == u:
+                runs[-1][1] += 1
+            else:
+                runs.append([u, 1])
+        items, sram = [], wgt
+        for k, (first, count) in enumerate(runs):
+            load = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=sram, y_size=1,
+                        x_size=count, x_stride=count, push_next=int(k == len(runs) - 1))
+            items.append(_AtDram(load, "w", first))
+            sram += count
+        position = {u: k for k, u in enumerate(distinct)}
+        return [position[u] for u in used], items
 
     def _epilogue(self, mult: _WithKernel) -> list:
         """Requantization on the ALU; the last instruction tells store the tile is ready.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.lower import LoweredConv, conv_shape, lower_conv
+from compiler.lower import LoweredConv, conv_shape, lower_conv, shares_blocks
 from compiler.pipeline import accelerated_layers, prepare_graph
 from compiler.schedule import ConvSchedule, ConvShape, default_schedule
 from compiler.tune.log import layer_key
@@ -49,10 +49,16 @@ class TuneTask:
 
 
 def model_tasks(model, cfg: HwConfig, *, calib=None, batch: int = 1) -> list[TuneTask]:
-    """The distinct accelerated layers of an ONNX model (path or ModelProto), in graph order."""
+    """The distinct accelerated layers of an ONNX model (path or ModelProto), in graph order.
+
+    Average pools (`compiler.lower.shares_blocks`) are left out: their weight loads are not
+    what the analytic counters model, and they take few cycles.
+    """
     graph, _ = prepare_graph(model, cfg, calib=calib, batch=batch)
     tasks: dict[str, TuneTask] = {}
     for node, shape in accelerated_layers(graph):
+        if shares_blocks(node.attrs):
+            continue
         key = layer_key(cfg, shape, node.attrs)
         task = tasks.setdefault(key, TuneTask(cfg, key, shape, node.attrs))
         task.nodes.append(node.name)

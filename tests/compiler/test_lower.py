@@ -312,3 +312,27 @@ def test_grouped_conv_random_schedules_agree(seed):
             assert "does not fit" in str(exc)
             continue
         np.testing.assert_array_equal(got, expected, err_msg=str(schedule))
+
+
+@pytest.mark.parametrize("preset", ["small", "nonsquare"])
+@pytest.mark.parametrize(("channels", "kernel", "stride"), [(5, 3, 1), (24, 2, 2), (40, 7, 1)])
+def test_pooling_conv_loads_each_distinct_weight_block_once(preset, channels, kernel, stride):
+    """A depthwise conv of constant weights (an average pool) stores the distinct diagonal
+    blocks once (a partial last block, or block_in < block_out, adds one) and a step loads
+    only the distinct blocks it uses; the result stays bit-exact."""
+    cfg = load_config(preset)
+    rng = np.random.default_rng(channels)
+    attrs = {"weights": np.full((channels, 1, kernel, kernel), 127), "groups": channels,
+             "bias": rng.integers(-4096, 4096, channels), "strides": (stride, stride),
+             "pads": (0, 0, 0, 0), "pre_shift": 0, "multiplier": np.full(channels, 300),
+             "post_shift": 14, "clip": (-128, 127)}
+    x = rng.integers(-128, 128, size=(2, channels, 7, 7))
+    got, lowered, stats = run_lowered(cfg, x, attrs)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, cfg))
+    ratio = cfg.block_out // cfg.block_in
+    partial = channels % cfg.block_out != 0
+    assert lowered.program.segment("w").count <= ratio + partial
+    loads = [i for i in lowered.program.insns if i.op == Opcode.LOAD and i.mem_type == MemType.WGT]
+    gemms = [i for i in lowered.program.insns if i.op == Opcode.GEMM]
+    assert sum(i.x_size for i in loads) <= len(gemms) * (ratio + partial)
+    assert stats.bytes_loaded["wgt"] == sum(i.x_size for i in loads) * cfg.elem_bytes("wgt")
