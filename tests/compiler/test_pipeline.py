@@ -199,3 +199,18 @@ def test_depthwise_and_grouped_convs_and_pools_run_on_the_accelerator(preset, tm
     compiled.save(path)
     again, _ = run_batches(CompiledModel.load(path), {"x": x})
     np.testing.assert_array_equal(again[out], got[out])
+
+
+@pytest.mark.slow
+def test_depthwise_model_on_the_verilator_model_matches_the_functional_simulator():
+    """Grouped, depthwise and pooling layers give the same outputs on the RTL as on the
+    functional simulator (their sparse weight loads and uop kernels included)."""
+    cfg = load_config("small")
+    model = CNN_MODELS["depthwise"](2)
+    compiled = compile_model(model, cfg, calib=random_inputs(model))
+    x = random_inputs(model, seed=5)
+    want, _ = run_batches(compiled, x, "functional")
+    got, report = run_batches(compiled, x, "rtl")
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert all(layer.cycles for layer in report.layers if layer.target == "accel")
