@@ -134,23 +134,20 @@ def block_runs(shape: ConvShape, pairs: list[tuple[int, int]],
     return runs
 
 
-def _sparse_tiles(shape: ConvShape, s: ConvSchedule) -> list[tuple[int, int, int, int]]:
-    """Per tile of output blocks: its blocks, input blocks, steps and most pairs of a step."""
-    tiles = []
+def _most_pairs(shape: ConvShape, s: ConvSchedule) -> int:
+    """The most non-zero weight pairs any step of a grouped convolution's schedule holds."""
+    most = 0
     for co0 in range(0, shape.cout_blocks, s.cout):
         cout = min(s.cout, shape.cout_blocks - co0)
-        steps = tile_steps(shape, co0, cout, s.cin)
-        counts = [len(step_pairs(shape, co0, cout, step)) for step in steps]
-        tiles.append((cout, sum(len(step) for step in steps), len(steps), max(counts)))
-    return tiles
+        for step in tile_steps(shape, co0, cout, s.cin):
+            most = max(most, len(step_pairs(shape, co0, cout, step)))
+    return most
 
 
 def footprint(shape: ConvShape, s: ConvSchedule) -> dict[str, int]:
     """Elements of each buffer one tile of the schedule uses."""
     kh, kw = shape.kernel
-    pairs = s.cout * s.cin
-    if shape.sparse:
-        pairs = max(tile[3] for tile in _sparse_tiles(shape, s))
+    pairs = _most_pairs(shape, s) if shape.sparse else s.cout * s.cin
     return {
         "inp": s.cin * shape.in_span(s.rows, 0) * shape.in_span(s.cols, 1),
         "wgt": pairs * kh * kw,
