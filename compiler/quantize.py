@@ -422,8 +422,8 @@ class _Builder:
         count_include_pad: int,
     ) -> str:
         """Emit an average pool (a GlobalAveragePool is a window over the whole image): a
-        depthwise QCONV of ones when every window has the same divisor and the accelerator
-        can run it, else a QAVGPOOL on the host."""
+        depthwise QCONV of constant weights when every window has the same divisor, no sum is
+        an exact tie and the accelerator can run it, else a QAVGPOOL on the host."""
         xq = self.quant(x)
         n, channels, height, width = self.graph.values[x].shape
         count = int(np.prod(kernel))
@@ -438,9 +438,9 @@ class _Builder:
             self.cfg, geometry[0], tuple(kernel), tuple(strides), geometry[1],
         ):
             weight = (1 << (self.cfg.wgt_bits - 1)) - 1
-            ones = np.full((channels, 1, *kernel), weight, dtype=np.int64)
+            weights = np.full((channels, 1, *kernel), weight, dtype=np.int64)
             w_scale = np.full(channels, 1.0 / (count * weight))
-            return self.qconv(name, out, x, ones, w_scale, np.zeros(channels, np.int64), shape,
+            return self.qconv(name, out, x, weights, w_scale, np.zeros(channels, np.int64), shape,
                               yq, clip, strides, pads, groups=channels)
         real = np.array([_scalar(xq.scale) / _scalar(yq.scale)])
         # A host op: the int64 product sum * multiplier cannot overflow, any shift will do.
