@@ -3,10 +3,11 @@
 Prints one JSON object: compile seconds, functional-simulator seconds, and (with --rtl, the
 default) total accelerator cycles on the Verilator model with the Zynq-7020-like DRAM preset,
 per-layer cycles and utilization, the 3x3 conv layers after the first, and the layers VTA
-offloaded (every conv but the first). Residual adds and the max pool run on the accelerator too:
-their cycles are reported apart (`add_cycles`, `maxpool_cycles`); `conv_cycles` counts the
-convolutions and the final Gemm only, the figure that compares with VTA's, and `total_cycles`
-everything the accelerator ran. Host ops are listed by name.
+offloaded (every conv but the first). Residual adds, the max pool and the global average pool (a
+depthwise conv) run on the accelerator too: their cycles are reported apart (`add_cycles`,
+`maxpool_cycles`, `global_pool_cycles`); `conv_cycles` counts the convolutions and the final
+Gemm only, the figure that compares with VTA's, and `total_cycles` everything the accelerator
+ran. Host ops are listed by name.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.ir import Op
+from compiler.lower import shares_blocks
 from compiler.pipeline import compile_model
 from compiler.runtime import run_batches
 from isa.config import load_config
@@ -93,31 +95,37 @@ def rtl_summary(compiled, image: np.ndarray) -> dict:
     """Total and per-layer cycles on the Verilator model, and the figures VTA is compared on."""
     _, report = run_batches(compiled, {"input": image}, "rtl")
     every = [layer for layer in report.layers if layer.target == "accel"]
-    accel = [layer for layer in every if layer.op == Op.QCONV]
+    global_pools = {node.name for node in compiled.graph.nodes
+                    if node.op == Op.QCONV and shares_blocks(node.attrs)}
+    accel = [layer for layer in every
+             if layer.op == Op.QCONV and layer.node not in global_pools]
     adds = [layer for layer in every if layer.op == Op.QADD]
-    pools = [layer for layer in every if layer.op == Op.QMAXPOOL]
+    maxpools = [layer for layer in every if layer.op == Op.QMAXPOOL]
+    avgpools = [layer for layer in every if layer.node in global_pools]
     first = accel[0].node
     three_by_three = [
         layer for layer in accel
         if layer.node != first and compiled.layers[layer.node].shape.kernel == (3, 3)
     ]
-    offloaded = [layer for layer in accel if layer.node != first and layer.node != "fc"]
+    offloaded = [layer for layer in accel if layer.node not in (first, "fc")]
     return {
         "dram": "zynq7020",
         "total_cycles": report.cycles,
         "conv_cycles": sum(layer.cycles for layer in accel),
         "add_cycles": sum(layer.cycles for layer in adds),
-        "maxpool_cycles": sum(layer.cycles for layer in pools),
+        "maxpool_cycles": sum(layer.cycles for layer in maxpools),
         "host_ops": [layer.node for layer in report.layers if layer.target == "host"],
         "offloaded_conv_cycles": sum(layer.cycles for layer in offloaded),
         "conv3x3_mean_utilization": round(
             float(np.mean([layer.utilization for layer in three_by_three])), 4),
+        "global_pool_cycles": sum(layer.cycles for layer in avgpools),
         "first_layer": {"cycles": accel[0].cycles,
                         "utilization": round(accel[0].utilization, 4)},
         "layers": [{"node": layer.node, "cycles": layer.cycles,
                     "utilization": round(layer.utilization, 4)} for layer in accel],
         "eltwise_layers": [{"node": layer.node, "op": layer.op, "cycles": layer.cycles,
-                            "bytes": layer.bytes_moved} for layer in [*pools, *adds]],
+                            "bytes": layer.bytes_moved}
+                           for layer in [*maxpools, *avgpools, *adds]],
     }
 
 

@@ -262,7 +262,7 @@ def _dropout(p: _Proto) -> dict:
 
 _QOPERATOR = "imported as a host node for the quantizer to lower onto the accelerator"
 SUPPORTED_OPS: dict[str, OpSpec] = {
-    "Conv": OpSpec(Op.CONV, "accel", _conv, "group=1 on the accelerator; grouped on the host"),
+    "Conv": OpSpec(Op.CONV, "accel", _conv, "grouped and depthwise too; dilated on the host"),
     "Gemm": OpSpec(Op.GEMM, "accel", _gemm),
     "MatMul": OpSpec(Op.MATMUL, "accel", _none, "2-D by a constant; others on the host"),
     "Relu": OpSpec(Op.RELU, "accel", _none),

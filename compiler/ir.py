@@ -56,9 +56,11 @@ class Op(StrEnum):
 
 # Attributes of a QCONV node (inputs: [x]; the weights, bias and requantization are attributes
 # so that lowering needs nothing else):
-#   weights   int array (C_out, C_in, KH, KW), signed `wgt_bits`
+#   weights   int array (C_out, C_in / groups, KH, KW), signed `wgt_bits`
 #   bias      int64 array (C_out,), added to the accumulator (scale = x.scale * w.scale[c])
-#   strides   (sh, sw);  pads (top, left, bottom, right);  groups 1
+#   strides   (sh, sw);  pads (top, left, bottom, right)
+#   groups    int (absent: 1), as ONNX's Conv group: output channel c reads the input channels
+#             of group c // (C_out / groups); the dense equivalent's weights are block-diagonal
 #   pre_shift int >= 0, multiplier int array (C_out,) |m| < 2**15,
 #   post_shift int in [0, acc_bits + 15]
 #   clip      (lo, hi) on the requantized value (e.g. (0, 127) after a ReLU)
@@ -71,6 +73,7 @@ class Op(StrEnum):
 # convolution becomes a 1x1 convolution over C*KH*KW channels with the same weights flattened.
 QCONV_ATTRS = (
     "weights", "bias", "strides", "pads", "pre_shift", "multiplier", "post_shift", "clip",
+    "groups",
 )
 
 

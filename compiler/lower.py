@@ -4,7 +4,9 @@ Data layout in DRAM (elements of the ISA; `B` = batch, `Bi`/`Bo` = block_in/bloc
 zero-padded to whole blocks):
 
 - input ``x``: INP elements ``[N/B][C_in/Bi][H][W]``, each ``[b][i]``;
-- weights ``w``: WGT elements ``[C_out/Bo][C_in/Bi][KH][KW]``, each ``[o][i]``;
+- weights ``w``: WGT elements ``[C_out/Bo][C_in/Bi][KH][KW]``, each ``[o][i]``; for a grouped
+  convolution (block-diagonal weights) only the non-zero blocks, ``[C_out/Bo][its input
+  blocks][KH][KW]`` (`ConvShape.block_inputs`);
 - ``bias`` and ``mult`` (the multipliers, per channel even when uniform): one ACC element per
   output block (repeated over ``b``);
 - output ``y``: OUT elements ``[N/B][C_out/Bo][H_out][W_out]``, each ``[b][o]``.
@@ -20,6 +22,11 @@ both bounds fit a signed byte, else MAX and MIN as needed; then one STORE per ou
 ALU instruction runs one uop over the output blocks (outer loop) and their pixels (inner loop), so
 the MOV and the MULR, whose ACC source is one row per block, issue one uop per cycle on the
 execute pipeline's source-row cache.
+A grouped convolution's tile walks only the input blocks its output blocks read, and its uop
+kernels and weight loads only the (output block, input block) pairs whose weights are not all
+zero: a depthwise 3x3 costs C/Bo * 9 uops per output pixel instead of (C/Bi) * (C/Bo) * 9.
+An average pool (a grouped conv of constant weights, `shares_blocks`) keeps each distinct
+weight block once and loads per step only the distinct blocks it uses (one or two diagonals).
 Buffers are split into `threads` halves that alternate between tiles and steps, with dependency
 tokens as in `loom.samples` so loads, compute and stores overlap.
 """
@@ -32,7 +39,17 @@ from typing import NamedTuple
 import numpy as np
 
 from compiler.ir import CompileError
-from compiler.schedule import ConvSchedule, ConvShape, default_schedule, fits
+from compiler.schedule import (
+    ConvSchedule,
+    ConvShape,
+    block_inputs,
+    block_offsets,
+    block_runs,
+    default_schedule,
+    fits,
+    step_pairs,
+    tile_steps,
+)
 from isa.config import HwConfig
 from isa.formats import PAD_BITS, AluOp, MemType, Opcode
 from isa.instructions import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn, Uop
@@ -95,9 +112,12 @@ def from_elements(elements: np.ndarray, cfg: HwConfig, kind: str, shape) -> np.n
 def conv_shape(cfg: HwConfig, input_shape, attrs: dict) -> ConvShape:
     """The ConvShape of a QCONV node on an NCHW input."""
     n, c, h, w = input_shape
-    c_out, c_in, kh, kw = attrs["weights"].shape
-    if c_in != c:
-        raise CompileError(f"weights expect {c_in} input channels, the input has {c}")
+    c_out, c_group, kh, kw = np.shape(attrs["weights"])
+    groups = attrs.get("groups", 1)
+    c_in = c_group * groups
+    if c_in != c or c_out % groups:
+        raise CompileError(f"weights {np.shape(attrs['weights'])} in {groups} groups do not fit "
+                           f"{c} input channels")
     return ConvShape(
         batch_blocks=-(-n // cfg.batch),
         cin_blocks=-(-c // cfg.block_in),
@@ -107,6 +127,7 @@ def conv_shape(cfg: HwConfig, input_shape, attrs: dict) -> ConvShape:
         kernel=(kh, kw),
         strides=tuple(attrs["strides"]),
         pads=tuple(attrs["pads"]),
+        block_inputs=block_inputs(c_in, c_out, groups, cfg.block_in, cfg.block_out),
     )
 
 
@@ -128,10 +149,17 @@ def lower_conv(
     elif not fits(cfg, shape, schedule):
         raise CompileError(f"{name}: schedule {schedule} does not fit {cfg.name}")
     program = _ConvBuilder(cfg, shape, schedule, attrs).program()
-    c_out, c_in, kh, kw = attrs["weights"].shape
+    c_out, c_in, kh, kw = attrs["weights"].shape  # c_in per group
     n = input_shape[0]
     macs = n * c_out * shape.out_height * shape.out_width * c_in * kh * kw
-    return LoweredConv(program, shape, schedule, n, c_in, c_out, macs)
+    return LoweredConv(program, shape, schedule, n, input_shape[1], c_out, macs)
+
+
+def shares_blocks(attrs: dict) -> bool:
+    """True for a grouped QCONV of constant weights (an average pool), whose weight segment
+    holds each distinct block once and whose steps load only the distinct blocks they use."""
+    weights = np.asarray(attrs["weights"])
+    return attrs.get("groups", 1) > 1 and bool(np.all(weights == weights.flat[0]))
 
 
 def epilogue_steps(cfg: HwConfig, attrs: dict) -> list[tuple[AluOp, int]]:
@@ -194,6 +222,10 @@ class _ConvBuilder:
         # Per ACC half: the (first block, blocks, ACC index) of the bias and multiplier rows it
         # holds. Only LOAD ACC writes those rows, so a later tile of that layout keeps them.
         self.rows_held: dict[int, tuple[int, int, int]] = {}
+        # Grouped convolutions: the first weight block of each output block in the segment.
+        self.wgt_first = block_offsets(shape)
+        # Constant-weight convolutions (pools): the distinct block of each weight element.
+        self.shared: np.ndarray | None = None
 
     # -- data -------------------------------------------------------------------------------
 
@@ -202,10 +234,17 @@ class _ConvBuilder:
         weights = np.asarray(a["weights"])
         c_out, c_in, kh, kw = weights.shape
         bo, bi = cfg.block_out, cfg.block_in
-        padded = np.zeros((s.cout_blocks * bo, s.cin_blocks * bi, kh, kw), dtype=np.int64)
-        padded[:c_out, :c_in] = weights
-        grid = padded.reshape(s.cout_blocks, bo, s.cin_blocks, bi, kh, kw)
-        wgt = grid.transpose(0, 2, 4, 5, 1, 3).reshape(-1, bo, bi)
+        if s.sparse:
+            wgt = self._grouped_blocks(weights, a["groups"])
+            if shares_blocks(a):
+                # A pool: every block is one of a few diagonals; keep each once.
+                wgt, inverse = np.unique(wgt.reshape(len(wgt), -1), axis=0, return_inverse=True)
+                wgt, self.shared = wgt.reshape(-1, bo, bi), inverse.reshape(-1)
+        else:
+            padded = np.zeros((s.cout_blocks * bo, s.cin_blocks * bi, kh, kw), dtype=np.int64)
+            padded[:c_out, :c_in] = weights
+            grid = padded.reshape(s.cout_blocks, bo, s.cin_blocks, bi, kh, kw)
+            wgt = grid.transpose(0, 2, 4, 5, 1, 3).reshape(-1, bo, bi)
         segments = [
             Segment("x", "input", "inp", s.batch_blocks * s.cin_blocks * s.height * s.width),
             Segment("w", "weights", "wgt", len(wgt), pack_elements(wgt, cfg, "wgt")),
@@ -215,6 +254,32 @@ class _ConvBuilder:
         out_count = s.batch_blocks * s.cout_blocks * s.out_height * s.out_width
         segments.append(Segment("y", "output", "out", out_count))
         return segments
+
+    def _grouped_blocks(self, weights: np.ndarray, groups: int) -> np.ndarray:
+        """WGT elements of a grouped convolution: its block-diagonal weight matrix's blocks
+        that `ConvShape.block_inputs` lists, [co][ci][kh][kw] in `_wgt_index` order."""
+        s, bo, bi = self.s, self.cfg.block_out, self.cfg.block_in
+        c_out, c_group = weights.shape[:2]
+        per_group = c_out // groups
+        blocks = []
+        for co in range(s.cout_blocks):
+            o = co * bo + np.arange(bo)[:, None]  # rows of the block: output channels
+            for ci in s.inputs_of(co):
+                i = ci * bi + np.arange(bi)[None, :]  # columns: input channels
+                k = i - o // per_group * c_group  # index within the output's group
+                inside = (o < c_out) & (k >= 0) & (k < c_group)
+                block = weights[np.minimum(o, c_out - 1), np.clip(k, 0, c_group - 1)]
+                block = np.where(inside[..., None, None], block, 0)  # [o][i][kh][kw]
+                blocks.append(block.transpose(2, 3, 0, 1).reshape(-1, bo, bi))
+        return np.concatenate(blocks)
+
+    def _wgt_index(self, co: int, ci: int) -> int:
+        """The first WGT element of block (co, ci) in the weight segment."""
+        s = self.s
+        taps = s.kernel[0] * s.kernel[1]
+        if not s.sparse:
+            return (co * s.cin_blocks + ci) * taps
+        return (self.wgt_first[co] + ci - s.inputs_of(co).start) * taps
 
     def _acc_rows(self, per_channel) -> bytes:
         """A per-output-channel vector as ACC elements, repeated over the batch lanes."""
@@ -231,7 +296,6 @@ class _ConvBuilder:
 
     def _schedule(self) -> list[tuple[_Tile, list[_Step]]]:
         s, t = self.s, self.t
-        steps_of = [(c, min(t.cin, s.cin_blocks - c)) for c in range(0, s.cin_blocks, t.cin)]
         schedule, step_count = [], 0
         for nb in range(s.batch_blocks):
             for r0 in range(0, s.out_height, t.rows):
@@ -241,8 +305,8 @@ class _ConvBuilder:
                                      min(t.cols, s.out_width - c0), co0,
                                      min(t.cout, s.cout_blocks - co0), len(schedule) % t.threads)
                         steps = []
-                        for ci0, cin in steps_of:
-                            steps.append(_Step(ci0, cin, step_count % t.threads))
+                        for step in tile_steps(s, co0, tile.cout, t.cin):
+                            steps.append(_Step(step.start, len(step), step_count % t.threads))
                             step_count += 1
                         schedule.append((tile, steps))
         return schedule
@@ -385,16 +449,29 @@ class _ConvBuilder:
                         y_pad_1=bottom, x_pad_0=left, x_pad_1=right, pop_next=int(j == 0))
             items.append(_AtDram(load, "x", (block + row0) * s.width + col0))
         taps = kh * kw
-        load_wgt = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=wgt, y_size=tile.cout,
-                        x_size=step.cin * taps, x_stride=s.cin_blocks * taps, push_next=1)
-        items.append(_AtDram(load_wgt, "w", (tile.co0 * s.cin_blocks + step.ci0) * taps))
+        slots = None  # WGT offset of each (pair, tap) when not pair order
+        if s.sparse:
+            pairs = step_pairs(s, tile.co0, tile.cout,
+                               range(step.ci0, step.ci0 + step.cin))
+            if self.shared is None:
+                items += self._sparse_wgt_loads(pairs, wgt)
+            else:
+                slots, loads = self._shared_wgt_loads(pairs, wgt)
+                items += loads
+        else:
+            pairs = [(tile.co0 + co, step.ci0 + ci)
+                     for co in range(tile.cout) for ci in range(step.cin)]
+            load_wgt = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=wgt, y_size=tile.cout,
+                            x_size=step.cin * taps, x_stride=s.cin_blocks * taps, push_next=1)
+            items.append(_AtDram(load_wgt, "w", self._wgt_index(tile.co0, step.ci0)))
         acc = self._base("acc", tile.half)
         pixels = tile.rows * tile.cols
+        # WGT holds the step's blocks in pair order, or the distinct ones at `slots`
         uops = [
-            Uop(acc + co * pixels,
-                inp + ci * win_h * win_w + y * win_w + x,
-                wgt + (co * step.cin + ci) * taps + y * kw + x)
-            for co in range(tile.cout) for ci in range(step.cin)
+            Uop(acc + (co - tile.co0) * pixels,
+                inp + (ci - step.ci0) * win_h * win_w + y * win_w + x,
+                wgt + (k * taps + y * kw + x if slots is None else slots[k * taps + y * kw + x]))
+            for k, (co, ci) in enumerate(pairs)
             for y in range(kh) for x in range(kw)
         ]
         gemm = Insn(Opcode.GEMM, iter_out=tile.rows, iter_in=tile.cols,
@@ -403,6 +480,42 @@ class _ConvBuilder:
                     pop_prev=1, push_prev=1)
         items.append(_WithKernel(self._kernel(uops), gemm))
         return items
+
+    def _sparse_wgt_loads(self, pairs: list[tuple[int, int]], wgt: int) -> list:
+        """WGT LOADs of a grouped convolution's step: the pairs' blocks, one LOAD per run of
+        consecutive blocks in DRAM; the last tells compute the step's data is in."""
+        taps = self.s.kernel[0] * self.s.kernel[1]
+        runs = block_runs(self.s, pairs, self.wgt_first)
+        items, sram = [], wgt
+        for k, (first, count) in enumerate(runs):
+            load = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=sram, y_size=1,
+                        x_size=count * taps, x_stride=count * taps,
+                        push_next=int(k == len(runs) - 1))
+            items.append(_AtDram(load, "w", first * taps))
+            sram += count * taps
+        return items
+
+    def _shared_wgt_loads(self, pairs: list[tuple[int, int]], wgt: int) -> tuple[list, list]:
+        """A constant-weight (pooling) conv's step: the distinct blocks its pairs use, one LOAD
+        per run of consecutive ones; returns each (pair, tap)'s WGT offset and the LOADs."""
+        taps = self.s.kernel[0] * self.s.kernel[1]
+        used = [int(self.shared[self._wgt_index(co, ci) + tap])
+                for co, ci in pairs for tap in range(taps)]
+        distinct = sorted(set(used))
+        runs: list[list[int]] = []
+        for u in distinct:
+            if runs and runs[-1][0] + runs[-1][1] == u:
+                runs[-1][1] += 1
+            else:
+                runs.append([u, 1])
+        items, sram = [], wgt
+        for k, (first, count) in enumerate(runs):
+            load = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=sram, y_size=1,
+                        x_size=count, x_stride=count, push_next=int(k == len(runs) - 1))
+            items.append(_AtDram(load, "w", first))
+            sram += count
+        position = {u: k for k, u in enumerate(distinct)}
+        return [position[u] for u in used], items
 
     def _epilogue(self, mult: _WithKernel) -> list:
         """Requantization on the ALU; the last instruction tells store the tile is ready.

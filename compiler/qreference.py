@@ -21,8 +21,9 @@ quantizations of an imported QDQ model)::
 
 QAVGPOOL (AveragePool and GlobalAveragePool; pads contribute nothing to the sum, and `count` is
 the window's size with count_include_pad, else its number of in-bounds elements). It runs on the
-host: it divides by `count` exactly and rounds half to even, like ONNX's QuantizeLinear of the
-float average (the ALU's shifts divide by powers of two only, and round ties up)::
+host (pools of one count everywhere become depthwise QCONVs instead, see `compiler.quantize`):
+it divides by `count` exactly and rounds half to even, like ONNX's QuantizeLinear of the float
+average (the ALU's shifts divide by powers of two only, and round ties up)::
 
     sum = sum over the window of (x - input_zero_point)      exact
     y   = min(max(round_half_even(sum * multiplier / (count * 2**shift))
@@ -90,7 +91,7 @@ def qconv(node: Node, args: list, acc_bits: int) -> np.ndarray:
     weights = np.asarray(a["weights"], dtype=np.int64)
     conv = Node(node.name, Op.CONV, [], [], {
         "kernel_shape": weights.shape[2:], "strides": tuple(a["strides"]),
-        "pads": tuple(a["pads"]), "dilations": (1, 1), "group": 1,
+        "pads": tuple(a["pads"]), "dilations": (1, 1), "group": a.get("groups", 1),
     })
     # The float reference accumulates in float64: exact for integer sums below 2**53.
     sums = reference.conv(conv, [x, weights])[0]

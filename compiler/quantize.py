@@ -15,10 +15,16 @@ Both `quantize_graph` (post-training quantization of a float graph with calibrat
 - Conv, and Gemm/MatMul by constant weights, each with bias and a following Relu/Clip, become one
   QCONV (attributes in `compiler.ir.QCONV_ATTRS`). Gemm/MatMul run as a 1x1 convolution: a
   RESHAPE makes the (N, K) input (N, K, 1, 1), the QCONV has weights (M, K, 1, 1), and a RESHAPE
-  turns its (N, M, 1, 1) output back into (N, M).
-- A residual Add becomes QADD, MaxPool QMAXPOOL, AveragePool and GlobalAveragePool QAVGPOOL
-  (exact semantics in `compiler.qreference`). Reshape/Flatten/Transpose run on the integers;
-  Softmax, grouped or dilated convolutions and other host ops run in float after a DEQUANTIZE.
+  turns its (N, M, 1, 1) output back into (N, M). A grouped (or depthwise) Conv is a QCONV with
+  `groups` (its weights (M, C / groups, KH, KW) as ONNX has them).
+- A residual Add becomes QADD, MaxPool QMAXPOOL (exact semantics in `compiler.qreference`).
+  AveragePool and GlobalAveragePool whose divisor is the same for every window (no padding, or
+  count_include_pad) become a depthwise QCONV on the accelerator: constant weights w (the
+  largest weight, 127 at 8 bits, so the folded output zero point is exact to 1/w of what ones
+  would give) requantized by x_scale / (w * count * y_scale). The others, and pools whose sums
+  can be exact ties (`_has_ties`), become a QAVGPOOL (exact division, on the host).
+  Reshape/Flatten/Transpose run on the integers; Softmax, dilated convolutions and other host
+  ops run in float after a DEQUANTIZE.
 
 Requantization: the real multiplier M[c] = x_scale * w_scale[c] / y_scale becomes
 multiplier[c] / 2**(pre_shift + post_shift) (`choose_requant`), so the accelerator's ALU does it
@@ -53,7 +59,9 @@ from onnx import helper
 from compiler.ir import CompileError, Graph, Node, Op, QuantParams, Value
 from compiler.passes import drop_unused, fuse_gemm_layout
 from compiler.reference import run_float
+from compiler.schedule import ConvShape, block_inputs, default_schedule
 from isa.config import HwConfig
+from isa.formats import PAD_BITS
 from isa.semantics import mulr_max_shift
 
 MULT_BITS = 16  # multipliers are signed 16-bit ALU immediates (or ACC rows holding such values)
@@ -367,8 +375,10 @@ class _Builder:
     def qconv(
         self, name: str, out: str, x: str, weights: np.ndarray, w_scale: np.ndarray,
         bias: np.ndarray, shape, yq: QuantParams, clip: tuple[int, int], strides, pads,
+        groups: int = 1,
     ) -> str:
-        """Emit a QCONV of integer weights (M, C, KH, KW) and int bias (M,); return its output."""
+        """Emit a QCONV of integer weights (M, C / groups, KH, KW) and int bias (M,); return its
+        output."""
         xq = self.quant(x)
         zx, zy = int(_scalar(xq.zero_point)), int(_scalar(yq.zero_point))
         weights = weights.astype(np.int64)
@@ -403,7 +413,7 @@ class _Builder:
             "weights": weights.astype(INT_DTYPE), "bias": bias + fold,
             "strides": tuple(int(s) for s in strides), "pads": tuple(int(p) for p in pads),
             "pre_shift": rq.pre_shift, "multiplier": rq.multiplier, "post_shift": rq.post_shift,
-            "clip": (int(clip[0]), int(clip[1])),
+            "clip": (int(clip[0]), int(clip[1])), "groups": int(groups),
         })
         return out
 
@@ -446,8 +456,27 @@ class _Builder:
         self, name: str, out: str, x: str, shape, yq: QuantParams, clip, kernel, strides, pads,
         count_include_pad: int,
     ) -> str:
-        """Emit a QAVGPOOL (a GlobalAveragePool is a window over the whole image)."""
+        """Emit an average pool (a GlobalAveragePool is a window over the whole image): a
+        depthwise QCONV of constant weights when every window has the same divisor, no sum is
+        an exact tie and the accelerator can run it, else a QAVGPOOL on the host."""
         xq = self.quant(x)
+        n, channels, height, width = self.graph.values[x].shape
+        count = int(np.prod(kernel))
+        pads = tuple(int(p) for p in pads)
+        ratio = _scalar(xq.scale) / (count * _scalar(yq.scale))
+        uniform = count_include_pad or not any(pads)
+        geometry = ((n, channels, height, width), pads)
+        if int(_scalar(xq.zero_point)):  # `qconv` pads on the host with the zero point
+            top, left, bottom, right = pads
+            geometry = ((n, channels, height + top + bottom, width + left + right), (0,) * 4)
+        if uniform and not _has_ties(ratio, count, xq.bits) and _accelerable(
+            self.cfg, geometry[0], tuple(kernel), tuple(strides), geometry[1],
+        ):
+            weight = (1 << (self.cfg.wgt_bits - 1)) - 1
+            weights = np.full((channels, 1, *kernel), weight, dtype=np.int64)
+            w_scale = np.full(channels, 1.0 / (count * weight))
+            return self.qconv(name, out, x, weights, w_scale, np.zeros(channels, np.int64), shape,
+                              yq, clip, strides, pads, groups=channels)
         real = np.array([_scalar(xq.scale) / _scalar(yq.scale)])
         # A host op: the int64 product sum * multiplier cannot overflow, any shift will do.
         ms, shift = _fixed_point(real, self.cfg.acc_bits, lambda ms, shift: 0)
@@ -477,6 +506,31 @@ class _Builder:
         return self.graph
 
 
+def _has_ties(ratio: float, count: int, bits: int) -> bool:
+    """True when a window sum s (|s| < count * 2**bits) puts s * ratio exactly halfway between
+    two integers. The exact pool (and onnxruntime) rounds such ties to even, the ALU's MULR up;
+    with the same scale in and out and an even window that is 1 element in 8, so such a pool
+    stays on the host."""
+    real = np.arange(count << bits) * ratio
+    return bool((np.abs(real % 1.0 - 0.5) <= 1e-9 * np.maximum(real, 1.0)).any())
+
+
+def _accelerable(cfg: HwConfig, x_shape, kernel, strides, pads) -> bool:
+    """True when a depthwise convolution of this geometry has a schedule on `cfg` (a global
+    pool over a large image may not fit the buffers)."""
+    n, c, h, w = x_shape
+    if max(pads) >= 1 << PAD_BITS:
+        return False
+    blocks = block_inputs(c, c, c, cfg.block_in, cfg.block_out)
+    shape = ConvShape(-(-n // cfg.batch), -(-c // cfg.block_in), -(-c // cfg.block_out), h, w,
+                      kernel, strides, pads, blocks)
+    try:
+        default_schedule(cfg, shape)
+    except ValueError:
+        return False
+    return True
+
+
 def _window_attrs(node: Node, x_shape) -> tuple[tuple, tuple, tuple, int] | None:
     """kernel, strides, pads, count_include_pad of an average pool QAVGPOOL can run, else None."""
     if node.op == Op.GLOBALAVERAGEPOOL:
@@ -497,8 +551,8 @@ def _canonical_gemm(graph: Graph, node: Node) -> bool:
 
 
 def _conv_runs_on_qconv(node: Node) -> bool:
-    """True for a Conv that QCONV can express (groups 1, no dilation)."""
-    return node.attrs["group"] == 1 and tuple(node.attrs["dilations"]) == (1, 1)
+    """True for a Conv that QCONV can express (any groups, no dilation)."""
+    return tuple(node.attrs["dilations"]) == (1, 1)
 
 
 # -- post-training quantization of float graphs --------------------------------------------------
@@ -628,7 +682,7 @@ class _FloatQuantizer:
         else:
             a = node.attrs
             b.qname[out] = b.qconv(node.name, out, x, weights, w_scale, bias_q, shape, yq,
-                                   clip, a["strides"], a["pads"])
+                                   clip, a["strides"], a["pads"], a["group"])
 
 
 # -- imported quantized models ------------------------------------------------------------------
@@ -802,7 +856,7 @@ class _QdqImporter:
 
     def _on_qconv(self, node: Node) -> bool:
         """True for a Conv/Gemm/MatMul of quantized input and weights that QCONV expresses;
-        others (float layers the model keeps, grouped or dilated convolutions) run on the host."""
+        others (float layers the model keeps, dilated convolutions) run on the host."""
         x, w = node.inputs[:2]
         if x not in self.b.qname or w not in self.weights:
             return False
@@ -864,7 +918,7 @@ class _QdqImporter:
                 weights, w_scale = self._weights(node, 0)
                 bias = self._bias(node, 2, x_scale * w_scale)
                 return b.qconv(node.name, out, x, weights, w_scale, bias, shape, yq, clip,
-                               node.attrs["strides"], node.attrs["pads"])
+                               node.attrs["strides"], node.attrs["pads"], node.attrs["group"])
             trans = node.op == Op.GEMM and node.attrs["transB"]
             weights, w_scale = self._weights(node, 0 if trans else 1)
             weights = weights if trans else weights.T

@@ -4,6 +4,10 @@ A `ConvSchedule` holds every knob the tuner may search. Tiles are counted in the
 units: output rows and columns (pixels), and blocks of `block_out` output / `block_in` input
 channels. `fits` checks a schedule against one thread's share of the buffers, and
 `default_schedule` is the heuristic used when no tuning record exists.
+
+A grouped convolution's weights are block-diagonal; `ConvShape.block_inputs` lists, per output
+block, the input blocks whose weights are not all zero, and a tile of output blocks walks only
+the union of theirs (`tile_steps`), with one weight block per non-zero pair (`step_pairs`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,24 @@ class ConvShape:
     kernel: tuple[int, int]
     strides: tuple[int, int]
     pads: tuple[int, int, int, int]  # top, left, bottom, right
+    # Per output block, the input blocks [first, end) with non-zero weights; None when dense.
+    block_inputs: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self):
+        if self.block_inputs is not None:  # read back from JSON as lists
+            object.__setattr__(self, "block_inputs",
+                               tuple((int(a), int(b)) for a, b in self.block_inputs))
+
+    @property
+    def sparse(self) -> bool:
+        """True when some (output block, input block) weights are all zero (grouped conv)."""
+        return self.block_inputs is not None
+
+    def inputs_of(self, co: int) -> range:
+        """The input blocks output block `co` reads."""
+        if self.block_inputs is None:
+            return range(self.cin_blocks)
+        return range(*self.block_inputs[co])
 
     @property
     def out_height(self) -> int:
@@ -62,15 +84,76 @@ class ConvSchedule:
         return asdict(self)
 
 
+def block_inputs(c_in: int, c_out: int, groups: int, block_in: int,
+                 block_out: int) -> tuple[tuple[int, int], ...] | None:
+    """`ConvShape.block_inputs` of a convolution with `groups` groups (None when dense)."""
+    if groups == 1:
+        return None
+    gi, go = c_in // groups, c_out // groups
+    ranges = []
+    for co in range(-(-c_out // block_out)):
+        first = co * block_out // go  # the groups of the block's output channels
+        last = (min(c_out, (co + 1) * block_out) - 1) // go
+        ranges.append((first * gi // block_in, ((last + 1) * gi - 1) // block_in + 1))
+    return tuple(ranges)
+
+
+def tile_steps(shape: ConvShape, co0: int, cout: int, cin: int) -> list[range]:
+    """The input blocks of each reduction step of a tile of output blocks [co0, co0 + cout)."""
+    if shape.block_inputs is None:
+        first, end = 0, shape.cin_blocks
+    else:
+        first = min(shape.block_inputs[co][0] for co in range(co0, co0 + cout))
+        end = max(shape.block_inputs[co][1] for co in range(co0, co0 + cout))
+    return [range(c, min(c + cin, end)) for c in range(first, end, cin)]
+
+
+def step_pairs(shape: ConvShape, co0: int, cout: int, step: range) -> list[tuple[int, int]]:
+    """The (output block, input block) pairs with non-zero weights in a step, in WGT order."""
+    return [(co, ci) for co in range(co0, co0 + cout) for ci in shape.inputs_of(co)
+            if ci in step]
+
+
+def block_offsets(shape: ConvShape) -> list[int]:
+    """The index of each output block's first weight block in a grouped conv's weights."""
+    counts = [len(shape.inputs_of(co)) for co in range(shape.cout_blocks)]
+    return [sum(counts[:co]) for co in range(shape.cout_blocks)]
+
+
+def block_runs(shape: ConvShape, pairs: list[tuple[int, int]],
+               offsets: list[int]) -> list[tuple[int, int]]:
+    """(first, count) runs of consecutive weight blocks of a grouped conv's pairs (one LOAD
+    each)."""
+    runs: list[tuple[int, int]] = []
+    for co, ci in pairs:
+        index = offsets[co] + ci - shape.inputs_of(co).start
+        if runs and sum(runs[-1]) == index:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((index, 1))
+    return runs
+
+
+def _most_pairs(shape: ConvShape, s: ConvSchedule) -> int:
+    """The most non-zero weight pairs any step of a grouped convolution's schedule holds."""
+    most = 0
+    for co0 in range(0, shape.cout_blocks, s.cout):
+        cout = min(s.cout, shape.cout_blocks - co0)
+        for step in tile_steps(shape, co0, cout, s.cin):
+            most = max(most, len(step_pairs(shape, co0, cout, step)))
+    return most
+
+
 def footprint(shape: ConvShape, s: ConvSchedule) -> dict[str, int]:
     """Elements of each buffer one tile of the schedule uses."""
     kh, kw = shape.kernel
+    pairs = _most_pairs(shape, s) if shape.sparse else s.cout * s.cin
     return {
         "inp": s.cin * shape.in_span(s.rows, 0) * shape.in_span(s.cols, 1),
-        "wgt": s.cout * s.cin * kh * kw,
+        "wgt": pairs * kh * kw,
         # the tile's accumulators plus a bias row and a multiplier row per output block
         "acc": s.cout * (s.rows * s.cols + 2),
-        "uop": s.cout * s.cin * kh * kw,
+        "uop": pairs * kh * kw,
     }
 
 
@@ -94,6 +177,8 @@ def estimate_cycles(cfg: HwConfig, shape: ConvShape, s: ConvSchedule) -> float:
     """A rough cost: per tile, the larger of compute cycles and DRAM beats (they overlap)."""
     kh, kw = shape.kernel
     bus = cfg.axi_data_bits // 8
+    if shape.sparse:
+        return _estimate_sparse(cfg, shape, s)
     tiles_h = math.ceil(shape.out_height / s.rows)
     tiles_w = math.ceil(shape.out_width / s.cols)
     tiles_co = math.ceil(shape.cout_blocks / s.cout)
@@ -106,6 +191,25 @@ def estimate_cycles(cfg: HwConfig, shape: ConvShape, s: ConvSchedule) -> float:
     beats = (beats + pixels * s.cout * cfg.elem_bytes("out")) / bus
     per_tile = max(gemm + epilogue, beats) + 40  # fixed cost of a tile's instructions
     return shape.batch_blocks * tiles_h * tiles_w * tiles_co * per_tile
+
+
+def _estimate_sparse(cfg: HwConfig, shape: ConvShape, s: ConvSchedule) -> float:
+    """`estimate_cycles` of a grouped convolution: each tile walks only its own input blocks."""
+    taps = shape.kernel[0] * shape.kernel[1]
+    bus = cfg.axi_data_bits // 8
+    spatial = math.ceil(shape.out_height / s.rows) * math.ceil(shape.out_width / s.cols)
+    pixels = s.rows * s.cols
+    window = shape.in_span(s.rows, 0) * shape.in_span(s.cols, 1)
+    total = 0.0
+    for co0 in range(0, shape.cout_blocks, s.cout):
+        cout = min(s.cout, shape.cout_blocks - co0)
+        steps = tile_steps(shape, co0, cout, s.cin)
+        pairs = sum(len(step_pairs(shape, co0, cout, step)) for step in steps)
+        gemm = pixels * pairs * taps + pixels * cout * 8
+        beats = (sum(len(step) for step in steps) * window * cfg.elem_bytes("inp")
+                 + pairs * taps * cfg.elem_bytes("wgt") + pixels * cout * cfg.elem_bytes("out"))
+        total += max(gemm, beats / bus) + 40 * len(steps)
+    return shape.batch_blocks * spatial * total
 
 
 def default_schedule(cfg: HwConfig, shape: ConvShape, threads: int = 2) -> ConvSchedule:

@@ -43,7 +43,8 @@ def pack_taps(graph: Graph, cfg: HwConfig) -> Graph:
 
 def _worth_packing(node: Node, cfg: HwConfig) -> bool:
     _, c_in, kh, kw = np.shape(node.attrs["weights"])
-    if (kh, kw) == (1, 1):
+    if (kh, kw) == (1, 1) or node.attrs.get("groups", 1) > 1:
+        # A grouped conv already skips its zero weight blocks: packing gains nothing.
         return False
     direct = reduction_blocks(c_in, (kh, kw), cfg.block_in, packed=False)
     packed = reduction_blocks(c_in, (kh, kw), cfg.block_in, packed=True)

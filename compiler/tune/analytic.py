@@ -15,7 +15,14 @@ import math
 import numpy as np
 
 from boards.dram import DramModel, dram_model
-from compiler.schedule import ConvSchedule, ConvShape
+from compiler.schedule import (
+    ConvSchedule,
+    ConvShape,
+    block_offsets,
+    block_runs,
+    step_pairs,
+    tile_steps,
+)
 from isa.config import HwConfig
 
 # Fixed costs per instruction (pipeline fill, DMA set-up): rough, the learned model corrects them.
@@ -79,15 +86,29 @@ def counters(cfg: HwConfig, shape: ConvShape, s: ConvSchedule, epilogue_ops: int
     acc_rows = 1 + per_channel
     inp_rows = _valid_inputs(shape, s.rows, 0) * _valid_inputs(shape, s.cols, 1)
     acc_loads, acc_blocks = _acc_row_loads(shape, s)
+    # Over the tiles of output blocks: input blocks read, weight blocks, WGT LOADs and steps.
+    inputs, blocks, wgt_loads, all_steps = (cout_tiles * shape.cin_blocks,
+                                            shape.cout_blocks * shape.cin_blocks,
+                                            cout_tiles * steps, cout_tiles * steps)
+    if shape.sparse:
+        inputs = blocks = wgt_loads = all_steps = 0
+        offsets = block_offsets(shape)
+        for co0 in range(0, shape.cout_blocks, s.cout):
+            cout = min(s.cout, shape.cout_blocks - co0)
+            for step in tile_steps(shape, co0, cout, s.cin):
+                pairs = step_pairs(shape, co0, cout, step)
+                inputs, blocks, all_steps = inputs + len(step), blocks + len(pairs), all_steps + 1
+                wgt_loads += len(block_runs(shape, pairs, offsets))
+    pixels = nb * shape.out_height * shape.out_width
     return {
-        "inp_bytes": nb * cout_tiles * inp_rows * shape.cin_blocks * cfg.elem_bytes("inp"),
-        "wgt_bytes": spatial * shape.cout_blocks * shape.cin_blocks * taps * cfg.elem_bytes("wgt"),
+        "inp_bytes": nb * inp_rows * inputs * cfg.elem_bytes("inp"),
+        "wgt_bytes": spatial * blocks * taps * cfg.elem_bytes("wgt"),
         "acc_bytes": acc_blocks * acc_rows * cfg.elem_bytes("acc"),
         "out_bytes": outputs * cfg.elem_bytes("out"),
-        "gemm_uops": outputs * shape.cin_blocks * taps,
+        "gemm_uops": pixels * blocks * taps,
         "alu_uops": outputs * (1 + epilogue_ops),
-        "load_insns": acc_loads * acc_rows + tiles * (shape.cin_blocks + steps),
-        "gemm_insns": tiles * steps,
+        "load_insns": acc_loads * acc_rows + spatial * (inputs + wgt_loads),
+        "gemm_insns": spatial * all_steps,
         "alu_insns": tiles * (1 + epilogue_ops),
         "store_insns": spatial * shape.cout_blocks,
         "tiles": tiles,

@@ -1,7 +1,8 @@
 """The tuning log: JSON lines, one record per measurement, appendable and reused across runs.
 
 A record names the layer by its *key* (`layer_key`: geometry and epilogue, not the node's name),
-so a record made while tuning one network applies to every layer of the same shape in another.
+so a record made while tuning one network applies to every layer of the same shape in another
+(a grouped convolution's key names its groups).
 It also carries the config ID, the schedule, the measured cycles (None when the candidate failed
 or ran past its cycle limit; `error` says which), the Verilator model (its cache key: config,
 Verilog, harness and tool) and DRAM model it was measured on, and the tool versions.
@@ -26,7 +27,7 @@ import numpy as np
 
 from compiler.ir import CompileError
 from compiler.lower import epilogue_steps
-from compiler.schedule import ConvSchedule, ConvShape
+from compiler.schedule import ConvSchedule, ConvShape, block_inputs
 from isa.config import HwConfig
 from isa.formats import AluOp
 
@@ -39,13 +40,16 @@ def layer_key(cfg: HwConfig, input_shape, attrs: dict) -> str:
     c_out, _, kh, kw = np.shape(attrs["weights"])
     sh, sw = attrs["strides"]
     pads = ",".join(str(p) for p in attrs["pads"])
-    return (f"conv n{n} c{c} {h}x{w} o{c_out} k{kh}x{kw} s{sh}x{sw} p{pads} "
+    groups = attrs.get("groups", 1)
+    grouped = f"g{groups} " if groups > 1 else ""
+    return (f"conv n{n} c{c} {h}x{w} o{c_out} k{kh}x{kw} s{sh}x{sw} p{pads} {grouped}"
             f"e{epilogue_signature(cfg, attrs)}")
 
 
 _KEY = re.compile(
     r"conv n(?P<n>\d+) c(?P<c>\d+) (?P<h>\d+)x(?P<w>\d+) o(?P<o>\d+) k(?P<kh>\d+)x(?P<kw>\d+) "
-    r"s(?P<sh>\d+)x(?P<sw>\d+) p(?P<pads>\d+,\d+,\d+,\d+) e(?P<e>[prclhvmq]+|-)$"
+    r"s(?P<sh>\d+)x(?P<sw>\d+) p(?P<pads>\d+,\d+,\d+,\d+) (?:g(?P<g>\d+) )?"
+    r"e(?P<e>[prclhvmq]+|-)$"
 )
 
 
@@ -59,6 +63,7 @@ class LayerKey:
     strides: tuple[int, int]
     pads: tuple[int, int, int, int]
     epilogue: str
+    groups: int = 1
 
     @property
     def epilogue_ops(self) -> int:
@@ -76,7 +81,9 @@ class LayerKey:
         n, c, h, w = self.input_shape
         return ConvShape(-(-n // cfg.batch), -(-c // cfg.block_in),
                          -(-self.out_channels // cfg.block_out), h, w, self.kernel,
-                         self.strides, self.pads)
+                         self.strides, self.pads,
+                         block_inputs(c, self.out_channels, self.groups, cfg.block_in,
+                                      cfg.block_out))
 
 
 def parse_layer_key(key: str) -> LayerKey:
@@ -88,7 +95,7 @@ def parse_layer_key(key: str) -> LayerKey:
     return LayerKey(
         (int(g["n"]), int(g["c"]), int(g["h"]), int(g["w"])), int(g["o"]),
         (int(g["kh"]), int(g["kw"])), (int(g["sh"]), int(g["sw"])),
-        tuple(int(p) for p in g["pads"].split(",")), g["e"],
+        tuple(int(p) for p in g["pads"].split(",")), g["e"], int(g["g"] or 1),
     )
 
 

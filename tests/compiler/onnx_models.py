@@ -150,8 +150,8 @@ def padded_cnn(batch: int) -> onnx.ModelProto:
 
 
 def grouped_cnn(batch: int) -> onnx.ModelProto:
-    """A depthwise and a grouped Conv (host for now), a BN after an Add (not foldable), and a
-    Gemm with transB=0, alpha and beta."""
+    """A depthwise and a grouped Conv, a BN after an Add (not foldable), and a Gemm with
+    transB=0, alpha and beta."""
     b = Builder("x", (batch, 6, 9, 9), seed=3)
     x = b.op("Relu", [b.conv(b.input, 6, kernel=3, pad=1, group=6)])
     x = b.bn(b.op("Add", [x, b.conv(x, 6, kernel=1, group=3)]))
@@ -160,7 +160,24 @@ def grouped_cnn(batch: int) -> onnx.ModelProto:
     return b.model([b.gemm(x, 4, trans_b=0, alpha=0.5, beta=2.0)])
 
 
-CNN_MODELS = {"residual": residual_cnn, "padded": padded_cnn, "grouped": grouped_cnn}
+def depthwise_cnn(batch: int) -> onnx.ModelProto:
+    """MobileNet-like: depthwise 3x3 and 5x5 convs of 5, 24 and 40 channels (strides 1 and 2,
+    pads 0-2), pointwise 1x1s, a grouped 3x3, an AveragePool and a GlobalAveragePool."""
+    b = Builder("x", (batch, 5, 17, 15), seed=7)
+    x = b.op("Relu", [b.conv(b.input, 5, kernel=3, pad=1, group=5)])
+    x = b.op("Relu", [b.conv(x, 24, kernel=1)])
+    x = b.clip(b.conv(x, 24, kernel=3, stride=2, pad=1, group=24), 0.0, 6.0)
+    x = b.op("Relu", [b.conv(x, 40, kernel=1)])
+    x = b.op("Relu", [b.conv(x, 40, kernel=5, stride=1, pad=2, group=40)])
+    x = b.conv(x, 40, kernel=5, stride=2, pad=0, group=40)
+    x = b.op("Relu", [b.conv(x, 20, kernel=3, pad=1, group=4)])
+    x = b.pool("AveragePool", x, kernel=2, stride=1)
+    x = b.op("Flatten", [b.op("GlobalAveragePool", [x])])
+    return b.model([b.gemm(x, 10)])
+
+
+CNN_MODELS = {"residual": residual_cnn, "padded": padded_cnn, "grouped": grouped_cnn,
+              "depthwise": depthwise_cnn}
 
 
 def random_inputs(model: onnx.ModelProto, seed: int = 0, shapes=None) -> dict[str, np.ndarray]:

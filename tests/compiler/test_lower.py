@@ -222,3 +222,117 @@ def test_padding_beyond_the_isa_is_rejected():
                          relu=True)
     with pytest.raises(CompileError, match="exceeds 15"):
         lower_conv(SMALL, (1, 1, 4, 4), attrs)
+
+
+# -- grouped and depthwise convolutions ----------------------------------------------------------
+
+
+def grouped_qconv(rng, *, c_in, c_out, groups, kernel, stride, pad):
+    """A random QCONV of `groups` groups (weights (c_out, c_in / groups, k, k))."""
+    attrs = random_qconv(rng, c_in=c_in // groups, c_out=c_out, kernel=kernel, stride=stride,
+                         pad=pad, uniform=False, relu=False)
+    return attrs | {"groups": groups}
+
+
+def dense_blocks(cfg, c_in, c_out, groups):
+    """(output block, input block) pairs of the block-diagonal weights with a non-zero entry."""
+    mask = np.zeros((c_out, c_in), dtype=bool)
+    for g in range(groups):
+        mask[g * c_out // groups:(g + 1) * c_out // groups,
+             g * c_in // groups:(g + 1) * c_in // groups] = True
+    bo, bi = cfg.block_out, cfg.block_in
+    return {(o // bo, i // bi) for o, i in zip(*np.nonzero(mask), strict=True)}
+
+
+GROUPED = [
+    # c_in, c_out, groups, h, w, kernel, stride, pad
+    (5, 5, 5, 7, 6, 3, 1, 1),
+    (24, 24, 24, 9, 8, 3, 2, 1),
+    (40, 40, 40, 6, 7, 5, 1, 2),
+    (24, 24, 24, 8, 8, 5, 2, 0),
+    (24, 12, 4, 7, 7, 3, 1, 1),  # grouped, 6 inputs to 3 outputs per group
+    (12, 40, 4, 5, 6, 1, 1, 0),  # 3 inputs to 10 outputs per group
+    (40, 80, 40, 6, 5, 3, 2, 1),  # depthwise with a multiplier of 2
+]
+
+
+@pytest.mark.parametrize("preset", ["small", "nonsquare"])
+@pytest.mark.parametrize("case", GROUPED)
+def test_grouped_conv_runs_only_its_nonzero_weight_blocks(preset, case):
+    """Bit-exact against the integer reference; the GEMM runs one uop per non-zero (output
+    block, input block, tap) per output pixel and loads only those weight blocks."""
+    cfg = load_config(preset)
+    c_in, c_out, groups, h, w, kernel, stride, pad = case
+    rng = np.random.default_rng(GROUPED.index(case))
+    attrs = grouped_qconv(rng, c_in=c_in, c_out=c_out, groups=groups, kernel=kernel,
+                          stride=stride, pad=pad)
+    x = rng.integers(-128, 128, size=(2, c_in, h, w))
+    got, lowered, stats = run_lowered(cfg, x, attrs)
+    want = qconv_reference(x, attrs, cfg)
+    np.testing.assert_array_equal(got, want)
+    assert np.any(want != 0)
+    s = lowered.shape
+    pairs = dense_blocks(cfg, c_in, c_out, groups)
+    pixels = s.batch_blocks * s.out_height * s.out_width
+    assert stats.gemm_uops == pixels * len(pairs) * kernel * kernel
+    if groups == c_in == c_out:  # depthwise: a dense lowering would run every input block
+        assert stats.gemm_uops * min(s.cin_blocks, s.cout_blocks) == \
+            pixels * s.cin_blocks * s.cout_blocks * kernel * kernel
+    assert lowered.program.segment("w").count == len(pairs) * kernel * kernel
+    assert lowered.macs == 2 * c_out * (c_in // groups) * kernel ** 2 * s.out_height * s.out_width
+
+
+def test_depthwise_costs_one_block_per_output_block():
+    """A 3x3 depthwise conv of 64 channels on `default` (16x16): 4 * 9 uops per output pixel,
+    not 4 * 4 * 9, and every weight block is one diagonal."""
+    cfg = load_config("default")
+    rng = np.random.default_rng(12)
+    attrs = grouped_qconv(rng, c_in=64, c_out=64, groups=64, kernel=3, stride=1, pad=1)
+    x = rng.integers(-128, 128, size=(1, 64, 10, 10))
+    got, lowered, stats = run_lowered(cfg, x, attrs)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, cfg))
+    assert stats.gemm_uops == 100 * 4 * 9
+    assert lowered.shape.block_inputs == ((0, 1), (1, 2), (2, 3), (3, 4))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_conv_random_schedules_agree(seed):
+    rng = np.random.default_rng(20 + seed)
+    pick = random.Random(seed)
+    attrs = grouped_qconv(rng, c_in=20, c_out=20, groups=[20, 5, 10, 2][seed], kernel=3,
+                          stride=1 + seed % 2, pad=1)
+    x = rng.integers(-128, 128, size=(1, 20, 7, 6))
+    expected = qconv_reference(x, attrs, SMALL)
+    for _ in range(6):
+        schedule = ConvSchedule(pick.randint(1, 4), pick.randint(1, 4), pick.randint(1, 5),
+                                pick.randint(1, 5), pick.choice([1, 2]))
+        try:
+            got, _, _ = run_lowered(SMALL, x, attrs, schedule)
+        except CompileError as exc:
+            assert "does not fit" in str(exc)
+            continue
+        np.testing.assert_array_equal(got, expected, err_msg=str(schedule))
+
+
+@pytest.mark.parametrize("preset", ["small", "nonsquare"])
+@pytest.mark.parametrize(("channels", "kernel", "stride"), [(5, 3, 1), (24, 2, 2), (40, 7, 1)])
+def test_pooling_conv_loads_each_distinct_weight_block_once(preset, channels, kernel, stride):
+    """A depthwise conv of constant weights (an average pool) stores the distinct diagonal
+    blocks once (a partial last block, or block_in < block_out, adds one) and a step loads
+    only the distinct blocks it uses; the result stays bit-exact."""
+    cfg = load_config(preset)
+    rng = np.random.default_rng(channels)
+    attrs = {"weights": np.full((channels, 1, kernel, kernel), 127), "groups": channels,
+             "bias": rng.integers(-4096, 4096, channels), "strides": (stride, stride),
+             "pads": (0, 0, 0, 0), "pre_shift": 0, "multiplier": np.full(channels, 300),
+             "post_shift": 14, "clip": (-128, 127)}
+    x = rng.integers(-128, 128, size=(2, channels, 7, 7))
+    got, lowered, stats = run_lowered(cfg, x, attrs)
+    np.testing.assert_array_equal(got, qconv_reference(x, attrs, cfg))
+    ratio = cfg.block_out // cfg.block_in
+    partial = channels % cfg.block_out != 0
+    assert lowered.program.segment("w").count <= ratio + partial
+    loads = [i for i in lowered.program.insns if i.op == Opcode.LOAD and i.mem_type == MemType.WGT]
+    gemms = [i for i in lowered.program.insns if i.op == Opcode.GEMM]
+    assert sum(i.x_size for i in loads) <= len(gemms) * (ratio + partial)
+    assert stats.bytes_loaded["wgt"] == sum(i.x_size for i in loads) * cfg.elem_bytes("wgt")

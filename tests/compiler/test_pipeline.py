@@ -6,6 +6,7 @@ from importlib import resources
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import CNN_MODELS, random_inputs, run_ort
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -164,3 +165,52 @@ def test_inputs_and_outputs_without_a_batch_dimension(case):
             run_batches(compiled, {"a": twice["a"][:7], "b": feeds["b"]})
         # Calibration drops a partial last batch.
         compile_model(model, load_config("small"), calib={"a": twice["a"][:7], "b": feeds["b"]})
+
+
+@pytest.mark.parametrize("preset", ["small", "nonsquare"])
+def test_depthwise_and_grouped_convs_and_pools_run_on_the_accelerator(preset, tmp_path):
+    """The MobileNet-like test model: every conv (depthwise, grouped, pointwise) and both pools
+    on the accelerator, bit-exact with the integer reference, the output within 4 quanta of
+    onnxruntime's float result, and the same through a saved model file."""
+    cfg = load_config(preset)
+    model = CNN_MODELS["depthwise"](2)
+    samples = [random_inputs(model, seed=s) for s in range(8)]
+    calib = {"x": np.concatenate([s["x"] for s in samples])}
+    compiled = compile_model(model, cfg, calib=calib, verify=True)
+    graph = compiled.graph
+    accel = [n for n in graph.nodes if n.target == "accel"]
+    assert [n.op for n in graph.nodes if n.target == "host"] == \
+        [Op.QUANTIZE, Op.FLATTEN, Op.RESHAPE, Op.RESHAPE, Op.DEQUANTIZE]
+    assert sorted(n.attrs["groups"] for n in accel) == [1, 1, 1, 4, 5, 20, 20, 24, 40, 40]
+    scale = float(graph.values[graph.nodes[-1].inputs[0]].quant.scale)
+    x = random_inputs(model, seed=100)["x"]
+    x = np.concatenate([x, random_inputs(model, seed=101)["x"]])
+    got, report = run_batches(compiled, {"x": x})
+    (out,) = graph.outputs
+    want = np.concatenate([run_integer(graph, {"x": x[i:i + 2]}, cfg.acc_bits)[out]
+                           for i in (0, 2)])
+    np.testing.assert_array_equal(got[out], want)
+    ort = np.concatenate([run_ort(model, {"x": x[i:i + 2]})[out] for i in (0, 2)])
+    assert np.abs(got[out] - ort).max() <= 4 * scale
+    depthwise = [layer for layer in report.layers if layer.node == "Conv_conv10"]
+    assert depthwise and depthwise[0].target == "accel" and depthwise[0].macs == \
+        4 * 24 * 9 * 9 * 8
+    path = tmp_path / "depthwise.loom"
+    compiled.save(path)
+    again, _ = run_batches(CompiledModel.load(path), {"x": x})
+    np.testing.assert_array_equal(again[out], got[out])
+
+
+@pytest.mark.slow
+def test_depthwise_model_on_the_verilator_model_matches_the_functional_simulator():
+    """Grouped, depthwise and pooling layers give the same outputs on the RTL as on the
+    functional simulator (their sparse weight loads and uop kernels included)."""
+    cfg = load_config("small")
+    model = CNN_MODELS["depthwise"](2)
+    compiled = compile_model(model, cfg, calib=random_inputs(model))
+    x = random_inputs(model, seed=5)
+    want, _ = run_batches(compiled, x, "functional")
+    got, report = run_batches(compiled, x, "rtl")
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert all(layer.cycles for layer in report.layers if layer.target == "accel")

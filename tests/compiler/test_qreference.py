@@ -197,7 +197,7 @@ def test_override_replaces_what_a_node_computes():
     assert seen == ["op", "again"]
 
 
-@pytest.mark.parametrize("name", ["residual", "padded"])
+@pytest.mark.parametrize("name", ["residual", "padded", "grouped", "depthwise"])
 def test_qconv_is_what_the_accelerator_computes(name):
     """Every QCONV of a quantized CNN, lowered and run on the functional simulator of the small
     config, gives the integer reference's output bit for bit."""

@@ -31,7 +31,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from compiler.frontend import import_onnx
-from compiler.ir import CompileError, Graph, Op
+from compiler.ir import CompileError, Graph, Node, Op
 from compiler.pipeline import FRONT_PASSES
 from compiler.qreference import run_integer, run_node, window_counts
 from compiler.quantize import (
@@ -330,16 +330,96 @@ def matmul_cnn() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("activations", [UINT8, INT8], ids=["uint8-asymmetric", "int8"])
-@pytest.mark.parametrize("name", ["residual", "padded", "matmul"])
+@pytest.mark.parametrize("name", ["residual", "padded", "matmul", "depthwise"])
 def test_qoperator_model_agrees_with_onnxruntime(name, activations, tmp_path):
-    """quantize_static QOperator models: QLinearConv/QLinearMatMul become QCONVs; the float ops
-    onnxruntime leaves between DequantizeLinear and QuantizeLinear run on the host."""
+    """quantize_static QOperator models: QLinearConv/QLinearMatMul become QCONVs (grouped ones
+    with their groups); the float ops onnxruntime leaves between DequantizeLinear and
+    QuantizeLinear run on the host."""
     float_model = matmul_cnn() if name == "matmul" else CNN_MODELS[name](2)
     model = ort_quantize(float_model, tmp_path, QuantFormat.QOperator, activations,
                          op_types_to_quantize=["Conv", "MatMul"])
     assert {"QLinearConv"} <= {n.op_type for n in model.graph.node}
     graph = from_qdq(front(model))
+    grouped = {n.name: helper.get_attribute_value(a) for n in model.graph.node
+               if n.op_type == "QLinearConv" for a in n.attribute if a.name == "group"}
+    for node in graph.nodes:
+        if grouped.get(node.name, 1) > 1:
+            assert node.op == Op.QCONV and node.attrs["groups"] == grouped[node.name]
     assert_agreement(model, graph)
+
+
+def pools_model() -> onnx.ModelProto:
+    """Average pools of every kind: no padding, padding counted, padding not counted (a divisor
+    that varies at the border), a global pool, and a global pool over an image too large for
+    the small config's input buffer."""
+    b = Builder("x", (1, 6, 16, 16), seed=8)
+    x = b.op("Relu", [b.conv(b.input, 6, kernel=3, pad=1)])
+    p1 = b.pool("AveragePool", x, kernel=3, stride=2)
+    p2 = b.pool("AveragePool", x, kernel=3, stride=1, pad=1, count_include_pad=1)
+    p3 = b.pool("AveragePool", x, kernel=3, stride=1, pad=1, count_include_pad=0)
+    g1 = b.op("GlobalAveragePool", [p1])
+    g2 = b.op("GlobalAveragePool", [x])
+    # 1x1 convs after the pools, for onnxruntime's quantizer to quantize their outputs
+    return b.model([b.conv(y, 2, kernel=1) for y in (p2, p3, g1, g2)])
+
+
+@pytest.mark.parametrize("source", ["float", "qdq-int8", "qdq-uint8"])
+def test_uniform_average_pools_become_depthwise_qconvs(source, tmp_path):
+    """Before/Expected: an average pool whose divisor is the same for every window is a QCONV
+    of one group per channel with constant weights (the accelerator's); one whose divisor
+    varies at the border, and a global pool too large for the small config's buffers, stay
+    QAVGPOOLs (the host's)."""
+    cfg = load_config("small")
+    model = pools_model()
+    if source == "float":
+        q = quantize_graph(front(model), calibrate(front(model), [random_inputs(model, seed=s)
+                                                                  for s in range(4)]), cfg)
+    else:
+        activations = INT8 if source == "qdq-int8" else UINT8
+        quantized = ort_quantize(model, tmp_path, QuantFormat.QDQ, activations,
+                                 op_types_to_quantize=["Conv", "AveragePool",
+                                                       "GlobalAveragePool"])
+        q = from_qdq(front(quantized), cfg)
+    pools = [n for n in q.nodes if n.name.startswith(("AveragePool", "GlobalAveragePool"))
+             and n.op != Op.HOST]  # (a uint8 pool with padding reads a host Pad)
+    assert [n.op for n in pools].count(Op.QCONV) == 3 and len(pools) == 5
+    for node in pools:  # the ones whose divisors vary, or that do not fit: on the host
+        large = node.name.startswith("Global") and q.values[node.inputs[0]].shape[2] == 16
+        varies = node.op == Op.QAVGPOOL and node.attrs["count_include_pad"] == 0
+        assert (node.op == Op.QAVGPOOL) == (varies or large), node.name
+    for node in q.nodes:
+        if node.op == Op.QCONV and node.name.startswith(("Average", "Global")):
+            weights = node.attrs["weights"]
+            assert node.attrs["groups"] == weights.shape[0] and weights.shape[1] == 1
+            assert (weights == 127).all()
+
+
+def test_accelerated_pools_agree_with_the_exact_division():
+    """A pool run as a QCONV (MULR's rounding, the output zero point folded into the bias) and
+    the exact QAVGPOOL of the same integers: at most 1 quantum apart, 99% identical."""
+    cfg = load_config("small")
+    model = pools_model()
+    graph = front(model)
+    ranges = calibrate(graph, [random_inputs(model, seed=s) for s in range(4)])
+    q = quantize_graph(graph, ranges, cfg)
+    pools = [n for n in q.nodes if n.op == Op.QCONV and "Pool" in n.name]
+    assert len(pools) == 3
+    rng = np.random.default_rng(0)
+    for node in pools:
+        x = q.values[node.inputs[0]]
+        data = rng.integers(-20, 128, size=(16, *x.shape[1:]))
+        kernel = node.attrs["weights"].shape[2:]
+        zy = int(q.values[node.outputs[0]].quant.zero_point)
+        ratio = float(x.quant.scale) / float(q.values[node.outputs[0]].quant.scale)
+        m, shift = int(np.rint(ratio * 2**20)), 20
+        exact = run_node(q, Node("p", Op.QAVGPOOL, ["a"], node.outputs, {
+            "kernel_shape": kernel, "strides": node.attrs["strides"],
+            "pads": node.attrs["pads"], "count_include_pad": 1, "input_zero_point": 0,
+            "multiplier": m, "shift": shift, "output_zero_point": zy,
+            "clip": node.attrs["clip"]}), [data])[0].astype(np.int64)
+        got = run_node(q, node, [data])[0].astype(np.int64)
+        assert np.abs(got - exact).max() <= 1, node.name
+        assert (got == exact).mean() >= 0.99, node.name
 
 
 def integer_ops_model() -> onnx.ModelProto:

@@ -42,6 +42,11 @@ def test_layer_keys_read_back_to_the_layer():
     assert old.per_channel and old.epilogue_ops == 5
     with pytest.raises(CompileError, match="not a layer key"):
         parse_layer_key("conv of some kind")
+    # A grouped layer names its groups, so its records never apply to the dense layer.
+    grouped = conv_task(SMALL, (1, 12, 9, 7), 12, 3, groups=12)
+    assert " g12 " in grouped.key and grouped.key != conv_task(SMALL, (1, 12, 9, 7), 12, 3).key
+    assert parse_layer_key(grouped.key).conv_shape(SMALL) == grouped.shape
+    assert grouped.shape.block_inputs == ((0, 1), (1, 2), (2, 3))
 
 
 def test_the_space_is_exactly_the_legal_schedules():
@@ -65,13 +70,19 @@ def test_the_space_is_exactly_the_legal_schedules():
         assert space.neighbour(point, rng) in space
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(10))
 def test_analytic_counters_match_the_functional_simulator(seed):
     rng = np.random.default_rng(seed)
     h, w = (int(v) for v in rng.integers(3, 9, 2))
     kernel, stride = [(1, 1), (3, 1), (3, 2), (5, 1)][seed % 4]
-    task = conv_task(SMALL, (1, int(rng.integers(3, 13)), h, w), int(rng.integers(2, 13)),
-                     kernel, stride, seed=seed)
+    if seed >= 6:  # grouped and depthwise: only the non-zero weight blocks are loaded and run
+        groups, per_in, per_out = [(13, 1, 1), (4, 3, 2), (3, 2, 5), (6, 1, 2)][seed - 6]
+        task = conv_task(SMALL, (1, groups * per_in, h, w), groups * per_out, kernel, stride,
+                         seed=seed, groups=groups)
+        assert task.shape.sparse
+    else:
+        task = conv_task(SMALL, (1, int(rng.integers(3, 13)), h, w), int(rng.integers(2, 13)),
+                         kernel, stride, seed=seed)
     if seed % 3 == 0:  # a uniform multiplier: loaded as rows all the same
         task.attrs["multiplier"] = np.full_like(task.attrs["multiplier"], 5)
     schedule = ScheduleSpace(SMALL, task.shape).sample(rng, 1)[0]
