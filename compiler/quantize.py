@@ -386,6 +386,10 @@ class _Builder:
         if zx and any(pads):
             x, pads = self.pad(name, x, pads, zx), (0, 0, 0, 0)
         planes = weight_planes(weights, self.cfg.wgt_bits)
+        if len(planes) > 1 and groups > 1:
+            raise CompileError(f"grouped weights span more than {self.cfg.wgt_bits} signed bits "
+                               f"(asymmetric zero point); Loom splits only groups=1 weights "
+                               f"into planes: requantize them symmetric")
         if len(planes) > 1:
             warnings.warn(f"node {name}: its weights span more than {self.cfg.wgt_bits} signed "
                           f"bits (asymmetric zero point); computed exactly as {len(planes)} "

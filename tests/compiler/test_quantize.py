@@ -545,6 +545,19 @@ def test_asymmetric_uint8_weights_agree_with_onnxruntime(per_channel, tmp_path):
     assert_agreement(quantized, graph)
 
 
+def test_grouped_weights_wider_than_the_lanes_are_rejected():
+    """Weight planes repeat the whole input, which a grouped conv cannot read: a clear error."""
+    b = Builder("x", (1, 4, 5, 5), seed=7)
+    scale, zero = b.const(np.float32(0.05)), b.const(np.int8(0))
+    x = b.op("DequantizeLinear", [b.op("QuantizeLinear", [b.input, scale, zero]), scale, zero])
+    w = b.op("DequantizeLinear", [b.const(np.full((4, 2, 3, 3), 200, np.uint8)),
+                                  b.const(np.float32(0.01)), b.const(np.uint8(0))])
+    y = b.op("Conv", [x, w], name="grouped", kernel_shape=[3, 3], group=2)
+    y = b.op("DequantizeLinear", [b.op("QuantizeLinear", [y, scale, zero]), scale, zero])
+    with pytest.raises(CompileError, match=r"node grouped .*grouped weights span more than 8"):
+        from_qdq(front(b.model([y])))
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 @settings(derandomize=True, max_examples=50, deadline=None)
 @given(st.lists(st.integers(-255, 255), min_size=1, max_size=40))
