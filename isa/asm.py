@@ -56,6 +56,8 @@ _COMMENT = re.compile(r"[;#].*")
 _JOINERS = re.compile(r"\s*([=,:+])\s*")
 
 _CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(HwConfig))
+# Fields the canonical form may leave out (at their defaults): an inline .config may too.
+_OPTIONAL_CONFIG_FIELDS = set(_CONFIG_FIELDS) - set(HwConfig().to_dict())
 # Every type is accepted so that `isa.instructions.check` explains the illegal ones.
 _MEM_TYPES = {m.kind: m for m in (MemType.INP, MemType.WGT, MemType.ACC, MemType.UOP, MemType.OUT)}
 _ALU_OPS = {o.name.lower(): o for o in AluOp}
@@ -327,7 +329,7 @@ def _config_from(args: list[str], root: Path) -> HwConfig:
     if len(args) == 1 and "=" not in args[0]:
         return _named_config(args[0], root)
     keys = _keys(args, _CONFIG_FIELDS, ".config")
-    missing = [f for f in _CONFIG_FIELDS if f not in keys]
+    missing = [f for f in _CONFIG_FIELDS if f not in keys and f not in _OPTIONAL_CONFIG_FIELDS]
     if missing:
         raise _Bad(f".config with inline fields needs every field; missing {', '.join(missing)}")
     return HwConfig(**{k: _int(v, k) for k, v in keys.items()})

@@ -1,5 +1,6 @@
 """Assembler and disassembler: round trips, exact encodings, canonical text and every error."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -384,6 +385,10 @@ def test_config_argument_stands_in_for_the_directive():
 def test_inline_config_and_config_file(tmp_path):
     inline = " ".join(f"{k}={v}" for k, v in SMALL.to_dict().items())
     assert assemble(f".config {inline}\nfinish").config == SMALL
+    assert "lut_mult_bits" not in inline  # optional: at its default it is left out
+    lut = dataclasses.replace(SMALL, lut_mult_bits=4)
+    program = assemble(f".config {inline} lut_mult_bits=4\nfinish")
+    assert program.config == lut and assemble(disassemble(program)).config == lut
     (tmp_path / "mine.toml").write_text(
         "\n".join(f"{k} = {v}" for k, v in SMALL.to_dict().items())
     )
