@@ -39,6 +39,13 @@ from typing import NamedTuple
 import numpy as np
 
 from compiler.ir import CompileError
+from compiler.program_builder import (
+    AtDram,
+    ProgramBuilder,
+    WithKernel,
+    clip_steps,
+    with_fields,
+)
 from compiler.schedule import (
     ConvSchedule,
     ConvShape,
@@ -52,10 +59,9 @@ from compiler.schedule import (
 )
 from isa.config import HwConfig
 from isa.formats import PAD_BITS, AluOp, MemType, Opcode
-from isa.instructions import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn, Uop
+from isa.instructions import Insn, Uop
 from isa.packing import pack_elements
-from isa.program import Layout, Program, Segment
-from isa.semantics import clip_imm
+from isa.program import Program, Segment
 
 MAX_PAD = (1 << PAD_BITS) - 1
 
@@ -166,13 +172,7 @@ def epilogue_steps(cfg: HwConfig, attrs: dict) -> list[tuple[AluOp, int]]:
     """The requantization ALU ops of a QCONV after the bias MOV, with their immediates."""
     steps = [(AluOp.RSHR, attrs["pre_shift"])] if attrs["pre_shift"] else []
     steps.append((AluOp.MULR, attrs["post_shift"]))
-    lo, hi = attrs["clip"]
-    limit = 1 << (cfg.acc_bits - 1)
-    if -128 <= lo <= 127 and -128 <= hi <= 127:
-        steps.append((AluOp.CLIP, clip_imm(lo, hi)))
-    else:
-        steps += [(AluOp.MAX, lo)] if lo > -limit else []
-        steps += [(AluOp.MIN, hi)] if hi < limit - 1 else []
+    steps += clip_steps(cfg, attrs["clip"])
     return steps
 
 
@@ -189,21 +189,6 @@ class _Tile(NamedTuple):
     half: int
 
 
-class _AtDram(NamedTuple):
-    """An instruction whose dram_base is element `index` of `segment` (resolved at layout)."""
-
-    insn: Insn
-    segment: str
-    index: int
-
-
-class _WithKernel(NamedTuple):
-    """A GEMM or ALU instruction that runs uop kernel `kernel` (its uop range set at layout)."""
-
-    kernel: str
-    insn: Insn
-
-
 class _Step(NamedTuple):
     """An input-channel step of a tile: first input block, how many, its INP/WGT half."""
 
@@ -212,13 +197,12 @@ class _Step(NamedTuple):
     half: int
 
 
-class _ConvBuilder:
+class _ConvBuilder(ProgramBuilder):
     """Emits the instructions, uop kernels and segments of one tiled convolution."""
 
     def __init__(self, cfg: HwConfig, shape: ConvShape, schedule: ConvSchedule, attrs: dict):
-        self.cfg, self.s, self.t = cfg, shape, schedule
-        self.attrs = attrs
-        self.kernels: dict[str, list[Uop]] = {}
+        super().__init__(cfg, schedule.threads)
+        self.s, self.t, self.attrs = shape, schedule, attrs
         # Per ACC half: the (first block, blocks, ACC index) of the bias and multiplier rows it
         # holds. Only LOAD ACC writes those rows, so a later tile of that layout keeps them.
         self.rows_held: dict[int, tuple[int, int, int]] = {}
@@ -291,9 +275,6 @@ class _ConvBuilder:
 
     # -- schedule ---------------------------------------------------------------------------
 
-    def _base(self, kind: str, half: int) -> int:
-        return half * (self.cfg.depth(kind) // self.t.threads)
-
     def _schedule(self) -> list[tuple[_Tile, list[_Step]]]:
         s, t = self.s, self.t
         schedule, step_count = [], 0
@@ -316,83 +297,37 @@ class _ConvBuilder:
     def program(self) -> Program:
         """The complete Program."""
         schedule = self._schedule()
-        segments = self._segments()
+        segments = self._segments()  # before the tiles: it finds a pool's shared blocks
         body = []
         for tile, steps in schedule:
             body += self._tile(tile, steps)
-        threads = self.t.threads
-        resident = sum(len(u) for u in self.kernels.values()) <= self.cfg.uop_depth
-        layout = Layout(self.cfg, segments, self.kernels)
-        insns = []
-        if resident:
-            insns += [self._load_kernel(layout, name, layout.kernel_table[name][0])
-                      for name in self.kernels]
-        insns += [NOP_COMPUTE.replace(push_prev=1)] * threads
-        insns += [NOP_STORE.replace(push_prev=1)] * threads
-        for item in body:
-            insns += self._resolve(item, layout, resident)
-        insns += [NOP_LOAD.replace(pop_next=1)] * threads
-        insns += [NOP_COMPUTE.replace(pop_next=1)] * threads
-        insns.append(FINISH)
-        return Program(self.cfg, insns, segments, self.kernels)
-
-    def _resolve(self, item, layout: Layout, resident: bool) -> list[Insn]:
-        """Instructions of an emitted item, with DRAM addresses and uop ranges filled in."""
-        if isinstance(item, _AtDram):
-            return [item.insn.replace(dram_base=layout.elem_addr(item.segment, item.index))]
-        if isinstance(item, Insn):
-            return [item]
-        length = len(self.kernels[item.kernel])
-        if resident:
-            bgn = layout.kernel_table[item.kernel][0]
-            return [item.insn.replace(uop_bgn=bgn, uop_end=bgn + length)]
-        # Streaming kernels: compute runs in order, so reloading offset 0 before each use is
-        # safe; the LOAD UOP takes over the instruction's pops, which must precede it.
-        flags = {f: getattr(item.insn, f) for f in ("pop_prev", "pop_next")}
-        load = self._load_kernel(layout, item.kernel, 0).replace(**flags)
-        return [load, item.insn.replace(uop_bgn=0, uop_end=length, pop_prev=0, pop_next=0)]
-
-    @staticmethod
-    def _load_kernel(layout: Layout, name: str, sram_base: int) -> Insn:
-        dram_base, length = layout.kernel_addr(name)
-        return Insn(Opcode.LOAD, mem_type=MemType.UOP, sram_base=sram_base, dram_base=dram_base,
-                    y_size=1, x_size=length, x_stride=length)
-
-    def _kernel(self, uops: list[Uop]) -> str:
-        """Name of a uop kernel, deduplicated by content."""
-        key = tuple(uops)
-        for name, existing in self.kernels.items():
-            if tuple(existing) == key:
-                return name
-        name = f"k{len(self.kernels)}"
-        self.kernels[name] = list(uops)
-        return name
+        return self.assemble(segments, body)
 
     # -- one tile ---------------------------------------------------------------------------
 
     def _acc_layout(self, tile: _Tile) -> tuple[int, int, int]:
         """ACC indices of the tile's accumulators, bias rows and multiplier rows."""
-        acc = self._base("acc", tile.half)
+        acc = self.half_base("acc", tile.half)
         pixels = tile.rows * tile.cols
         return acc, acc + tile.cout * pixels, acc + tile.cout * (pixels + 1)
 
     def _tile(self, tile: _Tile, steps: list[_Step]) -> list:
         _, bias_rows, mult_rows = self._acc_layout(tile)
         init, epilogue = self._rows_pass(tile, bias_rows), self._rows_pass(tile, mult_rows)
-        init = init._replace(insn=init.insn.replace(alu_op=AluOp.MOV))
+        init = with_fields(init, alu_op=AluOp.MOV)
         items = []
         held = (tile.co0, tile.cout, bias_rows)
         if self.rows_held.get(tile.half) == held:
             # Skipping the loads also skips their wait behind the load unit's DRAM reads.
-            init = init._replace(insn=init.insn.replace(pop_next=1))
+            init = with_fields(init, pop_next=1)
         else:
             self.rows_held[tile.half] = held
             rows = {"mem_type": MemType.ACC, "y_size": 1, "x_size": tile.cout,
                     "x_stride": tile.cout}
-            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
-                                 "bias", tile.co0))
-            items.append(_AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult",
-                                 tile.co0))
+            items.append(AtDram(Insn(Opcode.LOAD, sram_base=bias_rows, pop_next=1, **rows),
+                                "bias", tile.co0))
+            items.append(AtDram(Insn(Opcode.LOAD, sram_base=mult_rows, **rows), "mult",
+                                tile.co0))
         items.append(init)
         for step in steps:
             items += self._step(tile, step)
@@ -400,7 +335,7 @@ class _ConvBuilder:
         items += self._stores(tile)
         return items
 
-    def _rows_pass(self, tile: _Tile, src: int) -> _WithKernel:
+    def _rows_pass(self, tile: _Tile, src: int) -> WithKernel:
         """An ALU over every accumulator of the tile whose ACC source for block c is src + c.
 
         The outer loop walks the output blocks and the inner one their pixels with one uop, so
@@ -408,7 +343,7 @@ class _ConvBuilder:
         block. When those loop fields do not fit the ISA, one uop per block and loops over the
         tile's rows and columns.
         """
-        acc = self._base("acc", tile.half)
+        acc = self.half_base("acc", tile.half)
         pixels = tile.rows * tile.cols
         loop = {"iter_out": tile.cout, "iter_in": pixels, "dst_factor_out": pixels,
                 "dst_factor_in": 1, "src_factor_out": 1, "src_factor_in": 0}
@@ -418,7 +353,7 @@ class _ConvBuilder:
             loop = {"iter_out": tile.rows, "iter_in": tile.cols,
                     "dst_factor_out": tile.cols, "dst_factor_in": 1}
             uops = [Uop(acc + c * pixels, src + c, 0) for c in range(tile.cout)]
-        return _WithKernel(self._kernel(uops), Insn(Opcode.ALU, **loop))
+        return WithKernel(self.kernel(uops), Insn(Opcode.ALU, **loop))
 
     def _window(self, tile: _Tile) -> tuple[int, int, int, int, int, int, int, int]:
         """Input window of a tile: first valid row/col, valid rows/cols, and the four pads."""
@@ -440,14 +375,14 @@ class _ConvBuilder:
         kh, kw = s.kernel
         row0, col0, rows, cols, top, bottom, left, right = self._window(tile)
         win_h, win_w = s.in_span(tile.rows, 0), s.in_span(tile.cols, 1)
-        inp, wgt = self._base("inp", step.half), self._base("wgt", step.half)
+        inp, wgt = self.half_base("inp", step.half), self.half_base("wgt", step.half)
         items = []
         for j in range(step.cin):
             block = (tile.nb * s.cin_blocks + step.ci0 + j) * s.height
             load = Insn(Opcode.LOAD, mem_type=MemType.INP, sram_base=inp + j * win_h * win_w,
                         y_size=rows, x_size=cols, x_stride=s.width, y_pad_0=top,
                         y_pad_1=bottom, x_pad_0=left, x_pad_1=right, pop_next=int(j == 0))
-            items.append(_AtDram(load, "x", (block + row0) * s.width + col0))
+            items.append(AtDram(load, "x", (block + row0) * s.width + col0))
         taps = kh * kw
         slots = None  # WGT offset of each (pair, tap) when not pair order
         if s.sparse:
@@ -463,8 +398,8 @@ class _ConvBuilder:
                      for co in range(tile.cout) for ci in range(step.cin)]
             load_wgt = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=wgt, y_size=tile.cout,
                             x_size=step.cin * taps, x_stride=s.cin_blocks * taps, push_next=1)
-            items.append(_AtDram(load_wgt, "w", self._wgt_index(tile.co0, step.ci0)))
-        acc = self._base("acc", tile.half)
+            items.append(AtDram(load_wgt, "w", self._wgt_index(tile.co0, step.ci0)))
+        acc = self.half_base("acc", tile.half)
         pixels = tile.rows * tile.cols
         # WGT holds the step's blocks in pair order, or the distinct ones at `slots`
         uops = [
@@ -478,7 +413,7 @@ class _ConvBuilder:
                     dst_factor_out=tile.cols, dst_factor_in=1,
                     src_factor_out=s.strides[0] * win_w, src_factor_in=s.strides[1],
                     pop_prev=1, push_prev=1)
-        items.append(_WithKernel(self._kernel(uops), gemm))
+        items.append(WithKernel(self.kernel(uops), gemm))
         return items
 
     def _sparse_wgt_loads(self, pairs: list[tuple[int, int]], wgt: int) -> list:
@@ -491,7 +426,7 @@ class _ConvBuilder:
             load = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=sram, y_size=1,
                         x_size=count * taps, x_stride=count * taps,
                         push_next=int(k == len(runs) - 1))
-            items.append(_AtDram(load, "w", first * taps))
+            items.append(AtDram(load, "w", first * taps))
             sram += count * taps
         return items
 
@@ -512,12 +447,12 @@ class _ConvBuilder:
         for k, (first, count) in enumerate(runs):
             load = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=sram, y_size=1,
                         x_size=count, x_stride=count, push_next=int(k == len(runs) - 1))
-            items.append(_AtDram(load, "w", first))
+            items.append(AtDram(load, "w", first))
             sram += count
         position = {u: k for k, u in enumerate(distinct)}
         return [position[u] for u in used], items
 
-    def _epilogue(self, mult: _WithKernel) -> list:
+    def _epilogue(self, mult: WithKernel) -> list:
         """Requantization on the ALU; the last instruction tells store the tile is ready.
 
         `mult` reads the multiplier rows (MULR's ACC source, its immediate the post shift); the
@@ -528,12 +463,12 @@ class _ConvBuilder:
         for index, (op, imm) in enumerate(ops):
             insn = mult.insn.replace(alu_op=op, push_next=int(index == len(ops) - 1), imm=imm,
                                      use_imm=int(op != AluOp.MULR))
-            items.append(_WithKernel(mult.kernel, insn))
+            items.append(WithKernel(mult.kernel, insn))
         return items
 
     def _stores(self, tile: _Tile) -> list:
         s = self.s
-        acc = self._base("acc", tile.half)
+        acc = self.half_base("acc", tile.half)
         pixels = tile.rows * tile.cols
         items = []
         for co in range(tile.cout):
@@ -541,5 +476,5 @@ class _ConvBuilder:
             store = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=acc + co * pixels,
                          y_size=tile.rows, x_size=tile.cols, x_stride=s.out_width,
                          pop_prev=int(co == 0), push_prev=int(co == tile.cout - 1))
-            items.append(_AtDram(store, "y", (plane + tile.r0) * s.out_width + tile.c0))
+            items.append(AtDram(store, "y", (plane + tile.r0) * s.out_width + tile.c0))
         return items

@@ -24,6 +24,7 @@ columns with the strides in the loop factors, so consecutive uops never depend o
 
 Tiles alternate between two buffer halves (virtual threads) with dependency tokens, as in
 `compiler.lower`: load brings a tile's inputs, compute runs it, store writes it, overlapping.
+Both lowerings assemble their Programs with `compiler.program_builder`.
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ import numpy as np
 
 from compiler.ir import CompileError, Graph, Node, Op
 from compiler.lower import MAX_PAD, from_elements, to_elements
+from compiler.program_builder import (
+    AtDram,
+    ProgramBuilder,
+    WithKernel,
+    clip_steps,
+    with_fields,
+)
 from compiler.reference import pool_geometry
 from isa.config import HwConfig
 from isa.formats import AluOp, MemType, Opcode
-from isa.instructions import FINISH, NOP_COMPUTE, NOP_LOAD, NOP_STORE, Insn, Uop
+from isa.instructions import Insn, Uop
 from isa.packing import pack_elements
-from isa.program import Layout, Program, Segment
-from isa.semantics import clip_imm
+from isa.program import Program, Segment
 
 IMM_MIN, IMM_MAX = -(1 << 15), (1 << 15) - 1
 ELTWISE_OPS = (Op.QADD, Op.QMAXPOOL)
@@ -104,36 +111,13 @@ def _channel_blocks(cfg: HwConfig, co: int, cout: int, channels: int) -> range:
     return range(lo, max(hi, lo + 1))
 
 
-class _AtDram(NamedTuple):
-    """An instruction whose dram_base is element `index` of `segment` (resolved at layout)."""
-
-    insn: Insn
-    segment: str
-    index: int
-
-
-class _WithKernel(NamedTuple):
-    """A GEMM or ALU instruction that runs uop kernel `kernel` (its uop range set at layout)."""
-
-    kernel: str
-    insn: Insn
-
-
-class _Builder:
-    """Shared machinery: identity weights, uop kernels, the token protocol, assembly."""
+class _Builder(ProgramBuilder):
+    """Shared machinery of QADD and QMAXPOOL: identity weights, the token protocol of a tile."""
 
     def __init__(self, cfg: HwConfig, name: str):
-        self.cfg, self.name = cfg, name
-        self.kernels: dict[str, list[Uop]] = {}
+        super().__init__(cfg, threads=2)
+        self.name = name
         self.weights: dict[tuple[int, int], int] = {}  # (input lane - output lane, d) -> WGT
-        self.threads = 2
-
-    def half(self, kind: str, half: int) -> int:
-        """First index of a buffer half."""
-        return half * self.half_size(kind)
-
-    def half_size(self, kind: str) -> int:
-        return self.cfg.depth(kind) // self.threads
 
     def weight(self, co: int, ci: int, digit: int) -> int:
         """WGT index of the element adding digit * (input block ci) into output block co."""
@@ -151,33 +135,15 @@ class _Builder:
             raise CompileError(f"{self.name}: {len(wgt)} weight elements exceed WGT")
         return Segment("w", "weights", "wgt", len(wgt), pack_elements(wgt, cfg, "wgt"))
 
-    def kernel(self, uops: list[Uop]) -> str:
-        key = tuple(uops)
-        for name, existing in self.kernels.items():
-            if tuple(existing) == key:
-                return name
-        name = f"k{len(self.kernels)}"
-        self.kernels[name] = list(uops)
-        return name
-
     def alu(self, uops: list[Uop], op: AluOp, imm: int = 0, use_imm: int = 1,
-            **loop) -> _WithKernel:
+            **loop) -> WithKernel:
         if use_imm and not IMM_MIN <= imm <= IMM_MAX:
             raise CompileError(f"{self.name}: ALU immediate {imm} does not fit 16 bits")
-        return _WithKernel(self.kernel(uops), Insn(Opcode.ALU, alu_op=op, use_imm=use_imm,
-                                                    imm=imm, **loop))
+        return WithKernel(self.kernel(uops), Insn(Opcode.ALU, alu_op=op, use_imm=use_imm,
+                                                   imm=imm, **loop))
 
-    def gemm(self, uops: list[Uop], reset: int = 0, **loop) -> _WithKernel:
-        return _WithKernel(self.kernel(uops), Insn(Opcode.GEMM, reset=reset, **loop))
-
-    @staticmethod
-    def flag(item, **flags):
-        """An item with dependency flags set."""
-        if isinstance(item, _WithKernel):
-            return item._replace(insn=item.insn.replace(**flags))
-        if isinstance(item, _AtDram):
-            return item._replace(insn=item.insn.replace(**flags))
-        return item.replace(**flags)
+    def gemm(self, uops: list[Uop], reset: int = 0, **loop) -> WithKernel:
+        return WithKernel(self.kernel(uops), Insn(Opcode.GEMM, reset=reset, **loop))
 
     def tile_items(self, loads: list, compute: list, stores: list) -> list:
         """One tile under the token protocol of `compiler.lower`.
@@ -186,69 +152,28 @@ class _Builder:
         a free ACC half (store done with it), its first GEMM for the loads, its last GEMM frees
         the INP half and its last instruction hands the tile to store, which frees the ACC half.
         """
-        loads = [self.flag(loads[0], pop_next=1), *loads[1:]]
-        loads[-1] = self.flag(loads[-1], push_next=1)
+        loads = [with_fields(loads[0], pop_next=1), *loads[1:]]
+        loads[-1] = with_fields(loads[-1], push_next=1)
         gemms = [i for i, item in enumerate(compute) if item.insn.op == Opcode.GEMM
                  and not item.insn.reset]
         if not gemms:
             raise CompileError(f"{self.name}: no GEMM reads the inputs")
         compute = list(compute)
-        compute[0] = self.flag(compute[0], pop_next=1)
-        compute[gemms[0]] = self.flag(compute[gemms[0]], pop_prev=1)
-        compute[gemms[-1]] = self.flag(compute[gemms[-1]], push_prev=1)
-        compute[-1] = self.flag(compute[-1], push_next=1)
-        stores = [self.flag(stores[0], pop_prev=1), *stores[1:]]
-        stores[-1] = self.flag(stores[-1], push_prev=1)
+        compute[0] = with_fields(compute[0], pop_next=1)
+        compute[gemms[0]] = with_fields(compute[gemms[0]], pop_prev=1)
+        compute[gemms[-1]] = with_fields(compute[gemms[-1]], push_prev=1)
+        compute[-1] = with_fields(compute[-1], push_next=1)
+        stores = [with_fields(stores[0], pop_prev=1), *stores[1:]]
+        stores[-1] = with_fields(stores[-1], push_prev=1)
         return loads + compute + stores
 
-    def assemble(self, segments: list[Segment], body: list) -> Program:
-        """The Program: identity weights loaded once, kernels, the tiles, the token drain."""
+    def assemble_tiles(self, segments: list[Segment], body: list) -> Program:
+        """The Program of the tiles in `body`, the identity weights loaded once before them."""
         segments = [*segments, self.weight_segment()]
-        layout = Layout(self.cfg, segments, self.kernels)
-        resident = sum(len(u) for u in self.kernels.values()) <= self.cfg.uop_depth
         count = segments[-1].count
-        insns = [Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=0, y_size=1, x_size=count,
-                      x_stride=count, dram_base=layout.elem_addr("w", 0))]
-        if resident:
-            insns += [self._load_kernel(layout, name, layout.kernel_table[name][0])
-                      for name in self.kernels]
-        insns += [NOP_COMPUTE.replace(push_prev=1)] * self.threads
-        insns += [NOP_STORE.replace(push_prev=1)] * self.threads
-        for item in body:
-            insns += self._resolve(item, layout, resident)
-        insns += [NOP_LOAD.replace(pop_next=1)] * self.threads
-        insns += [NOP_COMPUTE.replace(pop_next=1)] * self.threads
-        insns.append(FINISH)
-        return Program(self.cfg, insns, segments, self.kernels)
-
-    def _resolve(self, item, layout: Layout, resident: bool) -> list[Insn]:
-        if isinstance(item, _AtDram):
-            return [item.insn.replace(dram_base=layout.elem_addr(item.segment, item.index))]
-        if isinstance(item, Insn):
-            return [item]
-        length = len(self.kernels[item.kernel])
-        if resident:
-            bgn = layout.kernel_table[item.kernel][0]
-            return [item.insn.replace(uop_bgn=bgn, uop_end=bgn + length)]
-        # Streaming kernels (as in compiler.lower): the LOAD UOP takes over the pops.
-        flags = {f: getattr(item.insn, f) for f in ("pop_prev", "pop_next")}
-        load = self._load_kernel(layout, item.kernel, 0).replace(**flags)
-        return [load, item.insn.replace(uop_bgn=0, uop_end=length, pop_prev=0, pop_next=0)]
-
-    @staticmethod
-    def _load_kernel(layout: Layout, name: str, sram_base: int) -> Insn:
-        dram_base, length = layout.kernel_addr(name)
-        return Insn(Opcode.LOAD, mem_type=MemType.UOP, sram_base=sram_base, dram_base=dram_base,
-                    y_size=1, x_size=length, x_stride=length)
-
-    def clip_steps(self, clip) -> list[tuple[AluOp, int]]:
-        """CLIP when both bounds fit a byte, else MAX and MIN (as `compiler.lower`)."""
-        lo, hi = clip
-        limit = 1 << (self.cfg.acc_bits - 1)
-        if -128 <= lo <= 127 and -128 <= hi <= 127:
-            return [(AluOp.CLIP, clip_imm(lo, hi))]
-        steps = [(AluOp.MAX, lo)] if lo > -limit else []
-        return steps + ([(AluOp.MIN, hi)] if hi < limit - 1 else [])
+        load = Insn(Opcode.LOAD, mem_type=MemType.WGT, sram_base=0, y_size=1, x_size=count,
+                    x_stride=count)
+        return self.assemble(segments, body, setup=[AtDram(load, "w", 0)])
 
 
 # -- QADD ----------------------------------------------------------------------------------------
@@ -295,7 +220,7 @@ class _AddBuilder(_Builder):
         self.cout_blocks = -(-c // cfg.block_out)
         self.levels = add_levels(attrs["multipliers"], int(attrs["offset"]), cfg.wgt_bits)
         self.tail = ([(AluOp.RSHR, int(attrs["shift"]))] if attrs["shift"] else [])
-        self.tail += self.clip_steps(attrs["clip"])
+        self.tail += clip_steps(cfg, attrs["clip"])
         self.cout, self.pixels = self._tiling()
 
     def _overlap(self, cout: int) -> int:
@@ -337,13 +262,13 @@ class _AddBuilder(_Builder):
                     pixels = min(self.pixels, self.hw - p0)
                     body += self._tile(nb, co, cout, p0, pixels, index % self.threads)
                     index += 1
-        return self.assemble(segments, body)
+        return self.assemble_tiles(segments, body)
 
     def _tile(self, nb: int, co0: int, cout: int, p0: int, pixels: int, half: int) -> list:
         cfg = self.cfg
         blocks = _channel_blocks(cfg, co0, cout, self.shape[1])
         blocks = range(blocks.start, min(blocks.stop, self.cin_blocks))
-        inp, acc = self.half("inp", half), self.half("acc", half)
+        inp, acc = self.half_base("inp", half), self.half_base("acc", half)
         loads = []
         for i in range(self.count):
             # One row needs no stride (which keeps planes over 16 bits of elements legal).
@@ -351,7 +276,7 @@ class _AddBuilder(_Builder):
                         sram_base=inp + i * len(blocks) * pixels, y_size=len(blocks),
                         x_size=pixels, x_stride=self.hw if len(blocks) > 1 else pixels)
             first = (nb * self.cin_blocks + blocks.start) * self.hw + p0
-            loads.append(_AtDram(load, f"x{i}", first))
+            loads.append(AtDram(load, f"x{i}", first))
         rows = {"iter_out": cout, "iter_in": pixels, "dst_factor_out": pixels,
                 "dst_factor_in": 1}
         whole = [Uop(acc, 0, 0)]
@@ -381,7 +306,7 @@ class _AddBuilder(_Builder):
         compute += [self.alu(whole, op, imm, **rows) for op, imm in self.tail]
         store = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=acc, y_size=cout,
                      x_size=pixels, x_stride=self.hw if cout > 1 else pixels)
-        stores = [_AtDram(store, "y", (nb * self.cout_blocks + co0) * self.hw + p0)]
+        stores = [AtDram(store, "y", (nb * self.cout_blocks + co0) * self.hw + p0)]
         return self.tile_items(loads, compute, stores)
 
 
@@ -437,7 +362,7 @@ class _PoolBuilder(_Builder):
                                                                           self.out_w - c0)
                         body += self._tile(nb, co, r0, rows, c0, cols, index % self.threads)
                         index += 1
-        return self.assemble(segments, body)
+        return self.assemble_tiles(segments, body)
 
     def _window(self, r0: int, rows: int, c0: int, cols: int):
         """First in-bounds row/col of a tile's window, their counts, and the four pads."""
@@ -463,14 +388,14 @@ class _PoolBuilder(_Builder):
         win_h, win_w = self.span(rows, 0), self.span(cols, 1)
         window = win_h * win_w
         blocks = [b for b in _channel_blocks(cfg, co, 1, c) if b < self.cin_blocks]
-        inp, acc = self.half("inp", half), self.half("acc", half)
+        inp, acc = self.half_base("inp", half), self.half_base("acc", half)
         out = acc + window
         loads = []
         for j, b in enumerate(blocks):
             load = Insn(Opcode.LOAD, mem_type=MemType.INP, sram_base=inp + j * window,
                         y_size=in_rows, x_size=in_cols, x_stride=w, y_pad_0=top,
                         y_pad_1=bottom, x_pad_0=left, x_pad_1=right)
-            loads.append(_AtDram(load, "x0", ((nb * self.cin_blocks + b) * h + row0) * w + col0))
+            loads.append(AtDram(load, "x0", ((nb * self.cin_blocks + b) * h + row0) * w + col0))
         flat = {"iter_out": window, "iter_in": 1, "dst_factor_out": 1}
         compute = [
             self.gemm([Uop(acc, 0, 0)], reset=1, **flat),
@@ -494,7 +419,7 @@ class _PoolBuilder(_Builder):
         store = Insn(Opcode.STORE, mem_type=MemType.OUT, sram_base=out, y_size=rows,
                      x_size=cols, x_stride=self.out_w)
         plane = (nb * self.cout_blocks + co) * self.out_h
-        stores = [_AtDram(store, "y", (plane + r0) * self.out_w + c0)]
+        stores = [AtDram(store, "y", (plane + r0) * self.out_w + c0)]
         return self.tile_items(loads, compute, stores)
 
 
