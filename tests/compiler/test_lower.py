@@ -47,6 +47,20 @@ def run_lowered(cfg, x, attrs, schedule=None):
     return lowered.unpack_output(program.read(dram, "y")), lowered, stats
 
 
+def assert_random_schedules_agree(x, attrs, pick: random.Random, most):
+    """Schedules of up to `most` (rows, cols, cout, cin), one or two threads, drawn from `pick`:
+    each either does not fit SMALL or gives the reference's output."""
+    expected = qconv_reference(x, attrs, SMALL)
+    for _ in range(6):
+        schedule = ConvSchedule(*(pick.randint(1, m) for m in most), pick.choice([1, 2]))
+        try:
+            got, _, _ = run_lowered(SMALL, x, attrs, schedule)
+        except CompileError as exc:
+            assert "does not fit" in str(exc)
+            continue
+        np.testing.assert_array_equal(got, expected, err_msg=str(schedule))
+
+
 CASES = [
     # n, c_in, c_out, h, w, kernel, stride, pad, uniform, relu, schedule
     (1, 3, 6, 7, 9, 3, 1, 1, False, True, None),
@@ -94,16 +108,7 @@ def test_random_schedules_agree():
     attrs = random_qconv(rng, c_in=9, c_out=10, kernel=3, stride=1, pad=1, uniform=False,
                          relu=True)
     x = rng.integers(-128, 128, size=(1, 9, 7, 6))
-    expected = qconv_reference(x, attrs, SMALL)
-    for _ in range(6):
-        schedule = ConvSchedule(pick.randint(1, 7), pick.randint(1, 6), pick.randint(1, 3),
-                                pick.randint(1, 3), pick.choice([1, 2]))
-        try:
-            got, _, _ = run_lowered(SMALL, x, attrs, schedule)
-        except CompileError as exc:
-            assert "does not fit" in str(exc)
-            continue
-        np.testing.assert_array_equal(got, expected, err_msg=str(schedule))
+    assert_random_schedules_agree(x, attrs, pick, (7, 6, 3, 3))
 
 
 def test_kernels_stream_when_they_do_not_fit_the_uop_buffer():
@@ -302,16 +307,7 @@ def test_grouped_conv_random_schedules_agree(seed):
     attrs = grouped_qconv(rng, c_in=20, c_out=20, groups=[20, 5, 10, 2][seed], kernel=3,
                           stride=1 + seed % 2, pad=1)
     x = rng.integers(-128, 128, size=(1, 20, 7, 6))
-    expected = qconv_reference(x, attrs, SMALL)
-    for _ in range(6):
-        schedule = ConvSchedule(pick.randint(1, 4), pick.randint(1, 4), pick.randint(1, 5),
-                                pick.randint(1, 5), pick.choice([1, 2]))
-        try:
-            got, _, _ = run_lowered(SMALL, x, attrs, schedule)
-        except CompileError as exc:
-            assert "does not fit" in str(exc)
-            continue
-        np.testing.assert_array_equal(got, expected, err_msg=str(schedule))
+    assert_random_schedules_agree(x, attrs, pick, (4, 4, 5, 5))
 
 
 @pytest.mark.parametrize("preset", ["small", "nonsquare"])

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from int_graphs import one_op
 from onnx_models import Builder, random_inputs
 
-from compiler.ir import Graph, Node, Op, QuantParams, Value
+from compiler.ir import Graph, Op
 from compiler.lower import LoweredConv
 from compiler.lower_eltwise import LoweredEltwise, add_levels, balanced_digits, lower_eltwise
 from compiler.model_file import CompiledModel
@@ -21,19 +22,6 @@ from compiler.runtime import run_batches, run_model
 from isa import load_config
 
 PRESETS = ["small", "nonsquare"]
-
-
-def quant(bits: int = 8) -> QuantParams:
-    return QuantParams(np.array(1.0), np.array(0), bits)
-
-
-def one_op(op: Op, attrs: dict, inputs: list[np.ndarray], out_shape) -> Graph:
-    """A graph of one integer op reading integer graph inputs x0, x1, ..."""
-    names = [f"x{i}" for i in range(len(inputs))]
-    values = {n: Value(n, a.shape, "int8", quant=quant())
-              for n, a in zip(names, inputs, strict=True)}
-    values["y"] = Value("y", tuple(out_shape), "int8", quant=quant())
-    return Graph(values, [Node("op", op, names, ["y"], attrs)], names, ["y"])
 
 
 def compiled_one_op(cfg, graph: Graph) -> CompiledModel:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from int_graphs import one_op, quant
 from onnx_models import CNN_MODELS, random_inputs
 
 from compiler.frontend import import_onnx
-from compiler.ir import Graph, Node, Op, QuantParams, Value
+from compiler.ir import Graph, Node, Op, Value
 from compiler.lower import lower_conv
 from compiler.pipeline import FRONT_PASSES
 from compiler.qreference import run_integer
@@ -32,20 +33,6 @@ def wrap(v: int, bits: int) -> int:
 def rshr(v: int, n: int) -> int:
     """The ALU's rounding shift (half up) for the shifts the quantizer emits (0 <= n)."""
     return v if n == 0 else (v + (1 << (n - 1))) >> n
-
-
-def quant(bits: int = 8, scale: float = 0.1, zero: int = 0) -> QuantParams:
-    """Per-tensor QuantParams."""
-    return QuantParams(np.asarray(scale, np.float32), np.asarray(zero), bits)
-
-
-def one_op(op: Op, attrs: dict, inputs: list[np.ndarray], out_shape) -> Graph:
-    """A graph of one integer op reading integer graph inputs x0, x1, ..."""
-    names = [f"x{i}" for i in range(len(inputs))]
-    values = {n: Value(n, a.shape, "int8", quant=quant())
-              for n, a in zip(names, inputs, strict=True)}
-    values["y"] = Value("y", tuple(out_shape), "int8", quant=quant())
-    return Graph(values, [Node("op", op, names, ["y"], attrs)], names, ["y"])
 
 
 def window_cells(h: int, w: int, kernel, strides, pads, oy: int, ox: int):
