@@ -19,7 +19,7 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
 - **write**: ACC[dst] and OUT[dst] (each lane wrapped to out_bits) are written in the same cycle.
 
 So a uop is written 3 + GemmCore.latency cycles after it issues (6 on 1x4x4, 7 on 1x16x16) or
-3 + TensorAlu.latency = 5 cycles (6 with two ACC reads); `done` pulses the cycle after the last
+3 + TensorAlu.latency = 6 cycles (7 with two ACC reads); `done` pulses the cycle after the last
 write, when the buffers hold it, and a new instruction may be taken in that same cycle. An ALU
 with use_imm=0 whose consecutive uops share src rows thus costs one cycle per uop plus one per
 change of src row.
@@ -32,7 +32,8 @@ Sequential semantics (every read sees every earlier write of the instruction):
   GEMM hazard-free: back-to-back uops accumulating into one row run at one uop per cycle.
 - **Stalls** for the ALU: a uop waits in S2 while an earlier uop whose write has not yet been
   issued will write a row it reads (its dst, or its src when use_imm=0). A chain of dependent
-  ALU uops therefore runs at one uop per TensorAlu.latency + 1 cycles (one more with two reads).
+  ALU uops therefore runs at one uop per TensorAlu.latency + 1 = 4 cycles (one more with two
+  reads).
 - **Source cache**: the row lives in the TensorAlu's y register, which keeps its value except in
   the cycle an ACC[src] read arrives; the pipeline holds its index and a valid bit. A new
   instruction empties it (so a LOAD ACC or anything else between instructions cannot leave it
