@@ -75,6 +75,9 @@ LOOP_FIELDS = (
 )
 # The indices of a uop; each has a factor_out and a factor_in field.
 INDICES = ("dst", "src", "wgt")
+# Cycles from an ACC read to its data: the RAM's synchronous read, then a register (an ECP5 block
+# RAM's output is too slow to feed the accumulate adder or the forwarding in the same cycle).
+ACC_READ_CYCLES = 2
 
 
 class ExecutePipeline(wiring.Component):
@@ -199,7 +202,8 @@ class ExecutePipeline(wiring.Component):
 
         # -- S2: reads, and the track of fired uops ------------------------------------------
         # track_valid[d]/track_dst[d]: the uop that fired d cycles ago (d = 0: firing now).
-        depth = 1 + max(gemm.latency, alu.latency)
+        reads = ACC_READ_CYCLES
+        depth = max(1 + gemm.latency, reads + alu.latency)
         track_valid = [fire] + [Signal(name=f"track_valid_{d}") for d in range(1, depth + 1)]
         track_dst = [s2["dst"]] + [
             Signal(acc_index_bits, name=f"track_dst_{d}") for d in range(1, depth + 1)
@@ -207,8 +211,9 @@ class ExecutePipeline(wiring.Component):
         for d in range(1, depth + 1):
             m.d.sync += [track_valid[d].eq(track_valid[d - 1]), track_dst[d].eq(track_dst[d - 1])]
 
-        # An ALU uop fired d cycles ago writes at d = 1 + alu.latency; one that writes in the
-        # current cycle is forwarded, so only d in [1, alu.latency] is a hazard.
+        # An ALU uop fired d cycles ago writes at d = reads + alu.latency; the writes issued in
+        # the cycle of a read and the reads - 1 cycles after it are forwarded to it, so only d in
+        # [1, alu.latency] is a hazard.
         m.d.comb += hazard.eq(~is_gemm & s2_valid & Cat(
             track_valid[d] & (
                 (track_dst[d] == s2["dst"]) | (two_reads & (track_dst[d] == s2_src_acc))
@@ -237,8 +242,8 @@ class ExecutePipeline(wiring.Component):
         with m.If(is_gemm):
             # Read the accumulator so that it arrives together with the sums.
             m.d.comb += [
-                self.acc_rd.addr.eq(track_dst[gemm.latency]),
-                self.acc_rd.en.eq(track_valid[gemm.latency]),
+                self.acc_rd.addr.eq(track_dst[1 + gemm.latency - reads]),
+                self.acc_rd.en.eq(track_valid[1 + gemm.latency - reads]),
             ]
         with m.Else():
             m.d.comb += [
@@ -246,22 +251,32 @@ class ExecutePipeline(wiring.Component):
                 self.acc_rd.en.eq(s2_valid & ~hazard),
             ]
 
-        # -- forwarding of the write issued in the cycle of the read -------------------------
-        read_addr = Signal.like(self.acc_rd.addr)
-        last_en = Signal()
+        # -- the registered ACC data, and forwarding of the writes the read missed -----------
+        # A read issued in cycle t samples the RAM at the end of t (the write of cycle t may or
+        # may not be seen) and its data is used in t + 2: the writes of t and t + 1 are
+        # substituted when their row matches, the later one first. The row compares are made a
+        # cycle early and registered.
+        assert reads == 2
+        read_addr = Signal.like(self.acc_rd.addr)  # of the read issued last cycle
+        ram_data = Signal(acc)
+        last_en = Signal()  # the write of last cycle ...
         last_addr = Signal.like(self.acc_wr.addr)
         last_data = Signal(acc)
+        prev_data = Signal(acc)  # ... and the data of the one before
+        hit_last = Signal()  # the write of last cycle matches the read of two cycles ago
+        hit_prev = Signal()  # the write of two cycles ago does
         m.d.sync += [
             read_addr.eq(self.acc_rd.addr),
+            ram_data.eq(self.acc_rd.data),
             last_en.eq(self.acc_wr.en),
             last_addr.eq(self.acc_wr.addr),
             last_data.eq(self.acc_wr.data),
+            prev_data.eq(last_data),
+            hit_last.eq(self.acc_wr.en & (self.acc_wr.addr == read_addr)),
+            hit_prev.eq(last_en & (last_addr == read_addr)),
         ]
         acc_data = Signal(acc)
-        with m.If(last_en & (last_addr == read_addr)):
-            m.d.comb += acc_data.eq(last_data)
-        with m.Else():
-            m.d.comb += acc_data.eq(self.acc_rd.data)
+        m.d.comb += acc_data.eq(Mux(hit_last, last_data, Mux(hit_prev, prev_data, ram_data)))
 
         # -- the datapaths ----------------------------------------------------------------
         m.d.comb += [
@@ -270,12 +285,15 @@ class ExecutePipeline(wiring.Component):
             gemm.valid.eq(track_valid[1] & is_gemm),
         ]
         x_hold = Signal(acc)  # ACC[dst] of a two-read uop, waiting for ACC[src]
-        capture = Signal()
-        reused = Signal()  # the uop fired one cycle ago reuses the cached source row
-        m.d.sync += [
-            capture.eq(s2_valid & ~hazard & two_reads & ~phase & ~reuse),
-            reused.eq(fire & reuse),
-        ]
+        # capture[d]/reused[d]: the read issued d cycles ago was a two-read uop's ACC[dst];
+        # the uop fired d cycles ago reuses the cached source row.
+        capture = [s2_valid & ~hazard & two_reads & ~phase & ~reuse]
+        reused = [fire & reuse]
+        for d in range(1, reads + 1):
+            capture.append(Signal(name=f"capture_{d}"))
+            reused.append(Signal(name=f"reused_{d}"))
+            m.d.sync += [capture[d].eq(capture[d - 1]), reused[d].eq(reused[d - 1])]
+        capture, reused = capture[reads], reused[reads]
         with m.If(capture):
             m.d.sync += x_hold.eq(acc_data)
         with m.If(alu_insn.use_imm):
@@ -286,12 +304,12 @@ class ExecutePipeline(wiring.Component):
             m.d.comb += [
                 alu.x.eq(Mux(reused, acc_data, x_hold)),
                 alu.y.eq(acc_data),
-                alu.keep_y.eq(~track_valid[1] | reused),
+                alu.keep_y.eq(~track_valid[reads] | reused),
             ]
         m.d.comb += [
             alu.op.eq(alu_insn.alu_op),
             alu.shift.eq(alu_insn.imm),  # MULR's shift; a legal one is never negative
-            alu.valid.eq(track_valid[1] & ~is_gemm),
+            alu.valid.eq(track_valid[reads] & ~is_gemm),
         ]
 
         # -- ACC and OUT writes ----------------------------------------------------------
@@ -309,7 +327,7 @@ class ExecutePipeline(wiring.Component):
         with m.Else():
             m.d.comb += [
                 self.acc_wr.en.eq(alu.valid_out),
-                self.acc_wr.addr.eq(track_dst[1 + alu.latency]),
+                self.acc_wr.addr.eq(track_dst[reads + alu.latency]),
                 result.eq(alu.result),
             ]
         m.d.comb += [
@@ -325,7 +343,7 @@ class ExecutePipeline(wiring.Component):
         writes_pending = Mux(
             is_gemm,
             Cat(track_valid[1 : gemm.latency + 2]).any(),
-            Cat(track_valid[1 : alu.latency + 2]).any(),
+            Cat(track_valid[1 : reads + alu.latency + 1]).any(),
         )
         m.d.comb += [
             self.done.eq(self.busy & ~issuing & ~s1_valid & ~s2_valid & ~writes_pending),
