@@ -10,26 +10,29 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
   two cycles, except that a uop whose src is the row the previous ACC[src] read of the same
   instruction fetched reuses that row (the *source cache*) and issues in one cycle. The uop
   *fires* when its last read is issued.
+- **ACC data** arrives ACC_READ_CYCLES = 2 cycles after its read: the RAM's synchronous read,
+  then a register (so the block RAM's slow output feeds only a flip-flop).
 - **GEMM**: the GemmCore takes the INP/WGT data one cycle after the fire and returns the sums
-  `GemmCore.latency` cycles later. ACC[dst] is read one cycle before the sums arrive, so the
-  read-add-write of the accumulator spans a single cycle: write at fire + 1 + GemmCore.latency.
+  `GemmCore.latency` cycles later. ACC[dst] is read two cycles before the sums arrive, so the
+  add and write of the accumulator lie in one cycle: write at fire + 1 + GemmCore.latency.
 - **ALU**: the TensorAlu takes ACC[dst] and ACC[src] (or the broadcast immediate; MULR takes
-  the immediate field as its shift besides ACC[src]) one cycle after the fire and returns the
-  result TensorAlu.latency cycles later: write at fire + 1 + TensorAlu.latency.
+  the immediate field as its shift besides ACC[src]) two cycles after the fire and returns the
+  result TensorAlu.latency cycles later: write at fire + 2 + TensorAlu.latency.
 - **write**: ACC[dst] and OUT[dst] (each lane wrapped to out_bits) are written in the same cycle.
 
 So a uop is written 3 + GemmCore.latency cycles after it issues (6 on 1x4x4, 7 on 1x16x16) or
-3 + TensorAlu.latency = 6 cycles (7 with two ACC reads); `done` pulses the cycle after the last
+4 + TensorAlu.latency = 7 cycles (8 with two ACC reads); `done` pulses the cycle after the last
 write, when the buffers hold it, and a new instruction may be taken in that same cycle. An ALU
 with use_imm=0 whose consecutive uops share src rows thus costs one cycle per uop plus one per
 change of src row.
 
 Sequential semantics (every read sees every earlier write of the instruction):
 
-- **Forwarding** of the write in flight: the ACC read port is synchronous and need not be
-  transparent, so a read issued in the cycle of a write to the same row would return the old row.
-  The pipeline remembers the last write and substitutes its data when the row matches. This makes
-  GEMM hazard-free: back-to-back uops accumulating into one row run at one uop per cycle.
+- **Forwarding** of the writes in flight: the ACC read port is synchronous and need not be
+  transparent, so a read issued in the cycle of a write to the same row would return the old row,
+  and the register behind the port misses the write of the next cycle. The pipeline remembers
+  the last two writes and substitutes the data of the later matching one. This makes GEMM
+  hazard-free: back-to-back uops accumulating into one row run at one uop per cycle.
 - **Stalls** for the ALU: a uop waits in S2 while an earlier uop whose write has not yet been
   issued will write a row it reads (its dst, or its src when use_imm=0). A chain of dependent
   ALU uops therefore runs at one uop per TensorAlu.latency + 1 = 4 cycles (one more with two
@@ -40,7 +43,7 @@ Sequential semantics (every read sees every earlier write of the instruction):
   stale), and so does the fire of a uop that will write the cached row: a reusing uop whose dst
   is the row, or a filling uop whose dst is its own src. No earlier write to the row can be in
   flight when it is filled, since the hazard check holds the filling uop until such writes are
-  issued (the one issued in the read's cycle is forwarded).
+  issued (those issued in the read's cycle and the next are forwarded).
 
 Ports:
 
@@ -52,7 +55,8 @@ Ports:
 - `done`: one cycle, after the last ACC/OUT write of the instruction has landed.
 - `gemm_uops`, `alu_uops`: one cycle per uop, in the cycle of its write.
 - `uop_rd`, `inp_rd`, `wgt_rd`, `acc_rd`: synchronous read ports (one cycle latency; the ACC
-  port may be transparent or not). `acc_wr`, `out_wr`: write ports, used in the same cycles.
+  port may be transparent or not; its data is registered once more here). `acc_wr`, `out_wr`:
+  write ports, used in the same cycles.
 """
 
 from __future__ import annotations
