@@ -4,8 +4,8 @@ Each board is a TOML file in `boards/data/`. Its `[config]` table is either `pre
 bundled isa preset) or inline HwConfig fields (unset fields keep HwConfig's defaults). Every
 default config must fit its board by `estimate`, a rough count of DSPs and block RAMs:
 
-- DSPs: the GEMM core's batch*block_in*block_out multipliers plus about 4 per ACC lane
-  (batch*block_out) for the ALU's 32-bit multiply (acc_bits + 16 product bits for MULR), one
+- DSPs: the GEMM core's batch*block_in*block_out multipliers plus 2 per ACC lane
+  (batch*block_out) for the ALU's acc_bits x 16 multiply (MUL and MULR), one
   DSP per multiplier on every family (an upper bound: a Cyclone V DSP block holds up to three
   9x9 multipliers).
 - Block RAMs: each buffer (uop, inp, wgt, acc, out) and the instruction queue is a width x depth
@@ -48,7 +48,7 @@ _BRAM_ASPECTS = {
 _BRAM_ASPECTS["zynqmp"] = _BRAM_ASPECTS["xilinx7"]
 
 # The ALU's multiplier per ACC lane, by the rule of thumb in the module docstring.
-ALU_DSPS_PER_LANE = 4
+ALU_DSPS_PER_LANE = 2  # acc_bits x 16: two 18x18 (ECP5) or 25x18 (7 Series) blocks
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,23 @@
 """The tensor ALU: one AluOp applied lane by lane to two ACC elements, exactly as isa.semantics.
 
-Inputs are registered (the ACC SRAM output and the multipliers' input registers), every op is
-computed from them and the selected result is registered: `TensorAlu.latency` is 2 cycles from
-`valid` to `valid_out`, one new operation per cycle, no stalls. `y` is always an ACC element:
-an ALU immediate is sign-extended and broadcast to every lane by the caller. While `keep_y` is
-high the y register holds its value instead (the caller's cache of a reused ACC source row).
-`shift` is MULR's shift (the instruction's immediate field), registered with `op`. An op code
-outside AluOp (9 to 15) returns `x` unchanged.
+Three registered stages, one new operation per cycle, no stalls (`TensorAlu.latency` is 3 cycles
+from `valid` to `valid_out`):
 
-Each lane has one multiplier, acc_bits x acc_bits, shared by MUL (its low acc_bits) and MULR (y
-narrowed to its signed low 16 bits, so the product fits acc_bits + 16 bits), and one barrel
-shifter of acc_bits + 16 bits shared by SHR, RSHR (x sign-extended) and MULR (the product).
+1. the inputs (the ACC SRAM output, the multipliers' input registers);
+2. per lane, a value v and a right shift: MUL and MULR register the product (MUL with a shift
+   of 0), SHR and RSHR register x and the right shift (or x shifted left and 0 when n < 0), and
+   every other op registers its finished result and 0 (so the multiplier and the rounding
+   shifter lie in different cycles);
+3. the result: v shifted right (rounding half up for RSHR and MULR) and wrapped to acc_bits.
+
+`y` is always an ACC element: an ALU immediate is sign-extended and broadcast to every lane by
+the caller. While `keep_y` is high the y input register holds its value instead (the caller's
+cache of a reused ACC source row). `shift` is MULR's shift (the instruction's immediate field),
+registered with `op`. An op code outside AluOp (9 to 15) returns `x` unchanged.
+
+Each lane has one acc_bits x 16 multiplier shared by MUL and MULR (both take y's signed low 16
+bits, so the exact product fits acc_bits + 16 bits: two MULT18X18D on an ECP5 at acc_bits 32),
+and one barrel shifter of acc_bits + 16 bits shared by SHR, RSHR (x sign-extended) and MULR.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ class TensorAlu(wiring.Component):
     """Lane-wise MIN, MAX, ADD, SHR, MUL, RSHR, MOV, MULR and CLIP over the ACC lanes."""
 
     #: Cycles from `valid` to the matching `valid_out`.
-    latency = 2
+    latency = 3
 
     def __init__(self, cfg: HwConfig):
         if not isinstance(cfg, HwConfig):
@@ -48,25 +55,29 @@ class TensorAlu(wiring.Component):
         })
 
     def elaborate(self, platform):
-        """Input registers, every op of every lane, the op select and the result register."""
+        """Input registers, the products and the other ops, the rounding shift, the result."""
         m = Module()
         bits = self.cfg.acc_bits
+        wide = bits + MULR_MULT_BITS
         x = Signal(self.x.shape())
         y = Signal(self.y.shape())
         op = Signal.like(self.op)
         shift = Signal.like(self.shift)
         valid = Signal()
+        valid_2 = Signal()
         result = Signal(self.result.shape())
         m.d.sync += [x.eq(self.x), op.eq(self.op), shift.eq(self.shift), valid.eq(self.valid)]
-        mulr = op == AluOp.MULR
-        wide = bits + MULR_MULT_BITS
         with m.If(~self.keep_y):
             m.d.sync += y.eq(self.y)
-        m.d.sync += self.valid_out.eq(valid)
+        m.d.sync += [valid_2.eq(valid), self.valid_out.eq(valid_2)]
         m.d.comb += self.result.eq(result)
+        mul = op == AluOp.MUL
+        mulr = op == AluOp.MULR
+        shr = (op == AluOp.SHR) | (op == AluOp.RSHR)
 
         for lane in range(self.x.shape().length):
-            xl, yl, out = x[lane], y[lane], result[lane]
+            xl, yl = x[lane], y[lane]
+            # -- stage 2: v, the right shift and whether it rounds -----------------------------
             # The shift amount n = y clamped to [-bits, bits], split into its two directions.
             right = Signal(range(bits + 1), name=f"right_{lane}")
             left = Signal(range(bits + 1), name=f"left_{lane}")
@@ -74,28 +85,11 @@ class TensorAlu(wiring.Component):
                 right.eq(Mux(yl > bits, bits, Mux(yl > 0, yl, 0))),
                 left.eq(Mux(yl < -bits, bits, Mux(yl < 0, -yl, 0))),
             ]
-            # One multiplier for MUL and MULR; MULR's operand is y's signed low 16 bits, so its
-            # exact product fits `wide` bits.
-            operand = Signal(yl.shape(), name=f"operand_{lane}")
-            product = Signal(signed(2 * bits), name=f"product_{lane}")
-            m.d.comb += [
-                operand.eq(Mux(mulr, yl[:MULR_MULT_BITS].as_signed(), yl)),
-                product.eq(xl * operand),
-            ]
-            # A rounding shift by n > 0 is v >> (n - 1) plus the last bit that v >> n drops:
-            # rounding half up without the overflow of v + 2**(n-1). v is MULR's product, or x.
-            # The result wraps to `bits`, so only the low bits + 1 of v >> (n - 1) matter.
-            rounding = Signal(name=f"rounding_{lane}")
-            amount = Signal(range(wide), name=f"amount_{lane}")
-            shifted = Signal(signed(bits + 1), name=f"shifted_{lane}")
-            m.d.comb += [
-                rounding.eq(Mux(mulr, shift != 0, (op == AluOp.RSHR) & (right != 0))),
-                amount.eq(Mux(mulr, shift, right) - rounding),
-                shifted.eq(Mux(mulr, product[:wide].as_signed(), xl) >> amount),
-            ]
-            rounded = Mux(rounding, (shifted >> 1) + shifted[0], shifted)
-            # CLIP's bounds are the signed bytes of the (immediate) y. Its result min(max(x, lo),
-            # hi) lies in [min(lo, hi), hi], so it is a signed byte: only the selects are wide.
+            product = Signal(signed(wide), name=f"product_{lane}")
+            m.d.comb += product.eq(xl * yl[:MULR_MULT_BITS].as_signed())
+            # The ops that need no right shift finish here. CLIP's bounds are the signed bytes
+            # of the (immediate) y; its result min(max(x, lo), hi) lies in [min(lo, hi), hi],
+            # so it is a signed byte: only the selects are wide.
             lo, hi = yl[:8].as_signed(), yl[8:16].as_signed()
             below = Signal(name=f"below_{lane}")
             clipped = Signal(signed(8), name=f"clipped_{lane}")
@@ -103,23 +97,36 @@ class TensorAlu(wiring.Component):
                 below.eq(xl < lo),
                 clipped.eq(Mux(Mux(below, lo > hi, xl > hi), hi, Mux(below, lo, xl[:8]))),
             ]
+            done = Signal(signed(bits), name=f"done_{lane}")
             with m.Switch(op):
                 with m.Case(AluOp.MIN):
-                    m.d.sync += out.eq(Mux(xl < yl, xl, yl))
+                    m.d.comb += done.eq(Mux(xl < yl, xl, yl))
                 with m.Case(AluOp.MAX):
-                    m.d.sync += out.eq(Mux(xl > yl, xl, yl))
+                    m.d.comb += done.eq(Mux(xl > yl, xl, yl))
                 with m.Case(AluOp.ADD):
-                    m.d.sync += out.eq(xl + yl)
-                with m.Case(AluOp.MUL):
-                    m.d.sync += out.eq(product)
+                    m.d.comb += done.eq(xl + yl)
                 with m.Case(AluOp.SHR, AluOp.RSHR):
-                    m.d.sync += out.eq(Mux(yl < 0, xl << left, rounded))
+                    m.d.comb += done.eq(xl << left)  # x itself when n >= 0, shifted next
                 with m.Case(AluOp.MOV):
-                    m.d.sync += out.eq(yl)
-                with m.Case(AluOp.MULR):
-                    m.d.sync += out.eq(rounded)
+                    m.d.comb += done.eq(yl)
                 with m.Case(AluOp.CLIP):
-                    m.d.sync += out.eq(clipped)
+                    m.d.comb += done.eq(clipped)
                 with m.Default():
-                    m.d.sync += out.eq(xl)
+                    m.d.comb += done.eq(xl)
+            # A rounding shift by n > 0 is v >> (n - 1) plus the last bit that v >> n drops:
+            # rounding half up without the overflow of v + 2**(n-1).
+            v = Signal(signed(wide), name=f"v_{lane}")
+            amount = Signal(range(wide), name=f"amount_{lane}")
+            rounding = Signal(name=f"rounding_{lane}")
+            rounds = Mux(mulr, shift != 0, (op == AluOp.RSHR) & (right != 0))
+            m.d.sync += [
+                v.eq(Mux(mul | mulr, product, done)),
+                rounding.eq(rounds),
+                amount.eq(Mux(mulr, shift, Mux(shr, right, 0)) - rounds),
+            ]
+            # -- stage 3: the shift; the result wraps to `bits`, so only the low bits + 1 of
+            # v >> (n - 1) matter ---------------------------------------------------------------
+            shifted = Signal(signed(bits + 1), name=f"shifted_{lane}")
+            m.d.comb += shifted.eq(v >> amount)
+            m.d.sync += result[lane].eq(Mux(rounding, (shifted >> 1) + shifted[0], shifted))
         return m

@@ -6,9 +6,10 @@ splitter and moves on once its last burst is issued; AR runs ahead of R by up to
 bursts, and a FIFO of burst owners routes R beats back (all bursts share one ID, so R returns in
 AR order), so requests of several clients overlap in flight. Writes: AW runs ahead of W, W
 carries `wlast` at every burst end, and `done` pulses once per request after its last B response.
-R and W pass through two-entry register slices, and every AXI output is a register or a constant,
-so no combinational path runs from an AXI input to an AXI output; with all ready signals high a
-long transfer moves one beat per cycle.
+Requests (after the read arbiter), R and W pass through two-entry register slices, and every AXI
+output is a register or a constant, so no combinational path runs from an AXI input to an AXI
+output, nor from the burst splitters to the clients; with all ready signals high a long transfer
+moves one beat per cycle.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal, unsigned
@@ -18,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from hw.interfaces import ADDR_BITS, BEATS_BITS, DramReadSignature, DramRequest, DramWriteSignature
+from hw.skid import SkidBuffer
 from isa.config import AXI_DATA_BITS
 
 BURST_INCR = 0b01
@@ -129,33 +131,6 @@ class AxiLiteSignature(_WidthSignature):
             "rready": Out(1),
         })
 
-
-
-class _SkidBuffer(wiring.Component):
-    """A two-entry register slice: full throughput and no combinational path between its sides."""
-
-    def __init__(self, shape):
-        self._shape = shape
-        super().__init__({
-            "i": In(stream.Signature(shape)),
-            "o": Out(stream.Signature(shape)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        # `spare` catches the beat accepted in the cycle the output stalled, so `i.ready` can be
-        # a register instead of a copy of `o.ready`.
-        spare = Signal(self._shape)
-        spare_valid = Signal()
-        m.d.comb += self.i.ready.eq(~spare_valid)
-        with m.If(~self.o.valid | self.o.ready):
-            with m.If(spare_valid):
-                m.d.sync += [self.o.payload.eq(spare), spare_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
-        with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
-        return m
 
 
 class _Burst(data.Struct):
@@ -295,23 +270,34 @@ class AxiMaster(wiring.Component):
                         client = (prev + k) % n
                         with m.If(reads[client].req.valid):
                             m.d.comb += chosen.eq(client)
+        # A register slice between the arbiter and the splitter: the splitter's ready (its page
+        # and burst arithmetic) does not reach the clients' request logic in the same cycle.
+        owner_bits = max(1, (n - 1).bit_length())
+        granted_req = data.StructLayout({"req": DramRequest, "owner": unsigned(owner_bits)})
+        m.submodules.read_req_slice = rq = SkidBuffer(granted_req)
         m.d.comb += [
-            splitter.req.valid.eq(Array(r.req.valid for r in reads)[chosen]),
-            splitter.req.payload.eq(Array(r.req.payload.as_value() for r in reads)[chosen]),
+            rq.i.valid.eq(Array(r.req.valid for r in reads)[chosen]),
+            rq.i.p.req.eq(Array(r.req.payload.as_value() for r in reads)[chosen]),
+            rq.i.p.owner.eq(chosen),
+            splitter.req.valid.eq(rq.o.valid),
+            splitter.req.payload.eq(rq.o.p.req),
+            rq.o.ready.eq(splitter.req.ready),
         ]
         for i, r in enumerate(reads):
-            m.d.comb += r.req.ready.eq(splitter.req.ready & (chosen == i))
-        with m.If(splitter.req.valid & splitter.req.ready):
+            m.d.comb += r.req.ready.eq(rq.i.ready & (chosen == i))
+        with m.If(rq.i.valid & rq.i.ready):
             m.d.sync += granted.eq(chosen)
+        owner = Signal(owner_bits)  # of the request in the splitter
+        with m.If(splitter.req.valid & splitter.req.ready):
+            m.d.sync += owner.eq(rq.o.p.owner)
 
         # One entry per burst in flight: whose R beats come next, in AR order.
-        owner_bits = max(1, (n - 1).bit_length())
         m.submodules.read_owners = owners = SyncFIFO(width=owner_bits, depth=self.max_outstanding)
         ar_load = _address_channel(m, axi, "ar", splitter.burst, owners.w_rdy)
-        m.d.comb += [owners.w_en.eq(ar_load), owners.w_data.eq(granted)]
+        m.d.comb += [owners.w_en.eq(ar_load), owners.w_data.eq(owner)]
 
         beat = data.StructLayout({"owner": unsigned(owner_bits), "data": unsigned(self.bus_bits)})
-        m.submodules.read_slice = rslice = _SkidBuffer(beat)
+        m.submodules.read_slice = rslice = SkidBuffer(beat)
         m.d.comb += [
             rslice.i.valid.eq(axi.rvalid),
             rslice.i.p.owner.eq(owners.r_data),
@@ -329,7 +315,9 @@ class AxiMaster(wiring.Component):
     def _elaborate_writes(self, m: Module):
         axi, write = self.axi, self.write
         m.submodules.write_splitter = splitter = _BurstSplitter(self.bus_bits)
-        wiring.connect(m, wiring.flipped(write.req), splitter.req)
+        m.submodules.write_req_slice = rq = SkidBuffer(DramRequest)  # as for reads
+        wiring.connect(m, wiring.flipped(write.req), rq.i)
+        wiring.connect(m, rq.o, splitter.req)
 
         # Per burst in flight: its AxLEN until its W beats have gone, and whether it ends a
         # request until its B arrives. A slave answers B only after the last W beat, so the
@@ -344,7 +332,7 @@ class AxiMaster(wiring.Component):
             acks.w_data.eq(splitter.burst.p.last),
         ]
 
-        m.submodules.write_slice = wslice = _SkidBuffer(write.data.payload.shape())
+        m.submodules.write_slice = wslice = SkidBuffer(write.data.payload.shape())
         wiring.connect(m, wiring.flipped(write.data), wslice.i)
         count = Signal(8)
         w_last = Signal()

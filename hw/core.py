@@ -7,7 +7,7 @@ every run begins with empty queues and tokens while the buffers keep their conte
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,6 +16,7 @@ from hw.fetch import Fetch
 from hw.interfaces import ADDR_BITS, DramReadSignature, DramWriteSignature
 from hw.layouts import elem_layout, uop_layout
 from hw.load import Load
+from hw.skid import SkidBuffer
 from hw.store import Store
 from hw.tokens import TokenQueue
 from isa.config import HwConfig
@@ -103,8 +104,12 @@ class Core(wiring.Component):
             queue = fifo.SyncFIFOBuffered(width=INSN_BITS, depth=self.cfg.insn_queue_depth)
             m.submodules[f"{name}_queue"] = queue
             wiring.connect(m, getattr(fetch, f"{name}_q"), queue.w_stream)
-            wiring.connect(m, queue.r_stream, unit.insn)
-            levels.append(queue.level == 0)
+            # The queue's block RAM output is slow (no output register in the RAM): a register
+            # slice keeps it out of the unit's start decision, which drives the queue's read.
+            m.submodules[f"{name}_slice"] = head = SkidBuffer(unsigned(INSN_BITS))
+            wiring.connect(m, queue.r_stream, head.i)
+            wiring.connect(m, head.o, unit.insn)
+            levels.append((queue.level == 0) & head.empty)
         m.d.comb += empty.eq(levels[0] & levels[1] & levels[2])
         return empty
 

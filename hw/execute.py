@@ -10,36 +10,40 @@ Stages of one micro-op execution (a "uop"), one new uop per cycle:
   two cycles, except that a uop whose src is the row the previous ACC[src] read of the same
   instruction fetched reuses that row (the *source cache*) and issues in one cycle. The uop
   *fires* when its last read is issued.
+- **ACC data** arrives ACC_READ_CYCLES = 2 cycles after its read: the RAM's synchronous read,
+  then a register (so the block RAM's slow output feeds only a flip-flop).
 - **GEMM**: the GemmCore takes the INP/WGT data one cycle after the fire and returns the sums
-  `GemmCore.latency` cycles later. ACC[dst] is read one cycle before the sums arrive, so the
-  read-add-write of the accumulator spans a single cycle: write at fire + 1 + GemmCore.latency.
+  `GemmCore.latency` cycles later. ACC[dst] is read two cycles before the sums arrive, so the
+  add and write of the accumulator lie in one cycle: write at fire + 1 + GemmCore.latency.
 - **ALU**: the TensorAlu takes ACC[dst] and ACC[src] (or the broadcast immediate; MULR takes
-  the immediate field as its shift besides ACC[src]) one cycle after the fire and returns the
-  result TensorAlu.latency cycles later: write at fire + 1 + TensorAlu.latency.
+  the immediate field as its shift besides ACC[src]) two cycles after the fire and returns the
+  result TensorAlu.latency cycles later: write at fire + 2 + TensorAlu.latency.
 - **write**: ACC[dst] and OUT[dst] (each lane wrapped to out_bits) are written in the same cycle.
 
 So a uop is written 3 + GemmCore.latency cycles after it issues (6 on 1x4x4, 7 on 1x16x16) or
-3 + TensorAlu.latency = 5 cycles (6 with two ACC reads); `done` pulses the cycle after the last
+4 + TensorAlu.latency = 7 cycles (8 with two ACC reads); `done` pulses the cycle after the last
 write, when the buffers hold it, and a new instruction may be taken in that same cycle. An ALU
 with use_imm=0 whose consecutive uops share src rows thus costs one cycle per uop plus one per
 change of src row.
 
 Sequential semantics (every read sees every earlier write of the instruction):
 
-- **Forwarding** of the write in flight: the ACC read port is synchronous and need not be
-  transparent, so a read issued in the cycle of a write to the same row would return the old row.
-  The pipeline remembers the last write and substitutes its data when the row matches. This makes
-  GEMM hazard-free: back-to-back uops accumulating into one row run at one uop per cycle.
+- **Forwarding** of the writes in flight: the ACC read port is synchronous and need not be
+  transparent, so a read issued in the cycle of a write to the same row would return the old row,
+  and the register behind the port misses the write of the next cycle. The pipeline remembers
+  the last two writes and substitutes the data of the later matching one. This makes GEMM
+  hazard-free: back-to-back uops accumulating into one row run at one uop per cycle.
 - **Stalls** for the ALU: a uop waits in S2 while an earlier uop whose write has not yet been
   issued will write a row it reads (its dst, or its src when use_imm=0). A chain of dependent
-  ALU uops therefore runs at one uop per TensorAlu.latency + 1 cycles (one more with two reads).
+  ALU uops therefore runs at one uop per TensorAlu.latency + 1 = 4 cycles (one more with two
+  reads).
 - **Source cache**: the row lives in the TensorAlu's y register, which keeps its value except in
   the cycle an ACC[src] read arrives; the pipeline holds its index and a valid bit. A new
   instruction empties it (so a LOAD ACC or anything else between instructions cannot leave it
   stale), and so does the fire of a uop that will write the cached row: a reusing uop whose dst
   is the row, or a filling uop whose dst is its own src. No earlier write to the row can be in
   flight when it is filled, since the hazard check holds the filling uop until such writes are
-  issued (the one issued in the read's cycle is forwarded).
+  issued (those issued in the read's cycle and the next are forwarded).
 
 Ports:
 
@@ -51,7 +55,8 @@ Ports:
 - `done`: one cycle, after the last ACC/OUT write of the instruction has landed.
 - `gemm_uops`, `alu_uops`: one cycle per uop, in the cycle of its write.
 - `uop_rd`, `inp_rd`, `wgt_rd`, `acc_rd`: synchronous read ports (one cycle latency; the ACC
-  port may be transparent or not). `acc_wr`, `out_wr`: write ports, used in the same cycles.
+  port may be transparent or not; its data is registered once more here). `acc_wr`, `out_wr`:
+  write ports, used in the same cycles.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ LOOP_FIELDS = (
 )
 # The indices of a uop; each has a factor_out and a factor_in field.
 INDICES = ("dst", "src", "wgt")
+# Cycles from an ACC read to its data: the RAM's synchronous read, then a register (an ECP5 block
+# RAM's output is too slow to feed the accumulate adder or the forwarding in the same cycle).
+ACC_READ_CYCLES = 2
 
 
 class ExecutePipeline(wiring.Component):
@@ -198,7 +206,8 @@ class ExecutePipeline(wiring.Component):
 
         # -- S2: reads, and the track of fired uops ------------------------------------------
         # track_valid[d]/track_dst[d]: the uop that fired d cycles ago (d = 0: firing now).
-        depth = 1 + max(gemm.latency, alu.latency)
+        reads = ACC_READ_CYCLES
+        depth = max(1 + gemm.latency, reads + alu.latency)
         track_valid = [fire] + [Signal(name=f"track_valid_{d}") for d in range(1, depth + 1)]
         track_dst = [s2["dst"]] + [
             Signal(acc_index_bits, name=f"track_dst_{d}") for d in range(1, depth + 1)
@@ -206,8 +215,9 @@ class ExecutePipeline(wiring.Component):
         for d in range(1, depth + 1):
             m.d.sync += [track_valid[d].eq(track_valid[d - 1]), track_dst[d].eq(track_dst[d - 1])]
 
-        # An ALU uop fired d cycles ago writes at d = 1 + alu.latency; one that writes in the
-        # current cycle is forwarded, so only d in [1, alu.latency] is a hazard.
+        # An ALU uop fired d cycles ago writes at d = reads + alu.latency; the writes issued in
+        # the cycle of a read and the reads - 1 cycles after it are forwarded to it, so only d in
+        # [1, alu.latency] is a hazard.
         m.d.comb += hazard.eq(~is_gemm & s2_valid & Cat(
             track_valid[d] & (
                 (track_dst[d] == s2["dst"]) | (two_reads & (track_dst[d] == s2_src_acc))
@@ -236,8 +246,8 @@ class ExecutePipeline(wiring.Component):
         with m.If(is_gemm):
             # Read the accumulator so that it arrives together with the sums.
             m.d.comb += [
-                self.acc_rd.addr.eq(track_dst[gemm.latency]),
-                self.acc_rd.en.eq(track_valid[gemm.latency]),
+                self.acc_rd.addr.eq(track_dst[1 + gemm.latency - reads]),
+                self.acc_rd.en.eq(track_valid[1 + gemm.latency - reads]),
             ]
         with m.Else():
             m.d.comb += [
@@ -245,22 +255,32 @@ class ExecutePipeline(wiring.Component):
                 self.acc_rd.en.eq(s2_valid & ~hazard),
             ]
 
-        # -- forwarding of the write issued in the cycle of the read -------------------------
-        read_addr = Signal.like(self.acc_rd.addr)
-        last_en = Signal()
+        # -- the registered ACC data, and forwarding of the writes the read missed -----------
+        # A read issued in cycle t samples the RAM at the end of t (the write of cycle t may or
+        # may not be seen) and its data is used in t + 2: the writes of t and t + 1 are
+        # substituted when their row matches, the later one first. The row compares are made a
+        # cycle early and registered.
+        assert reads == 2
+        read_addr = Signal.like(self.acc_rd.addr)  # of the read issued last cycle
+        ram_data = Signal(acc)
+        last_en = Signal()  # the write of last cycle ...
         last_addr = Signal.like(self.acc_wr.addr)
         last_data = Signal(acc)
+        prev_data = Signal(acc)  # ... and the data of the one before
+        hit_last = Signal()  # the write of last cycle matches the read of two cycles ago
+        hit_prev = Signal()  # the write of two cycles ago does
         m.d.sync += [
             read_addr.eq(self.acc_rd.addr),
+            ram_data.eq(self.acc_rd.data),
             last_en.eq(self.acc_wr.en),
             last_addr.eq(self.acc_wr.addr),
             last_data.eq(self.acc_wr.data),
+            prev_data.eq(last_data),
+            hit_last.eq(self.acc_wr.en & (self.acc_wr.addr == read_addr)),
+            hit_prev.eq(last_en & (last_addr == read_addr)),
         ]
         acc_data = Signal(acc)
-        with m.If(last_en & (last_addr == read_addr)):
-            m.d.comb += acc_data.eq(last_data)
-        with m.Else():
-            m.d.comb += acc_data.eq(self.acc_rd.data)
+        m.d.comb += acc_data.eq(Mux(hit_last, last_data, Mux(hit_prev, prev_data, ram_data)))
 
         # -- the datapaths ----------------------------------------------------------------
         m.d.comb += [
@@ -269,12 +289,15 @@ class ExecutePipeline(wiring.Component):
             gemm.valid.eq(track_valid[1] & is_gemm),
         ]
         x_hold = Signal(acc)  # ACC[dst] of a two-read uop, waiting for ACC[src]
-        capture = Signal()
-        reused = Signal()  # the uop fired one cycle ago reuses the cached source row
-        m.d.sync += [
-            capture.eq(s2_valid & ~hazard & two_reads & ~phase & ~reuse),
-            reused.eq(fire & reuse),
-        ]
+        # capture[d]/reused[d]: the read issued d cycles ago was a two-read uop's ACC[dst];
+        # the uop fired d cycles ago reuses the cached source row.
+        capture = [s2_valid & ~hazard & two_reads & ~phase & ~reuse]
+        reused = [fire & reuse]
+        for d in range(1, reads + 1):
+            capture.append(Signal(name=f"capture_{d}"))
+            reused.append(Signal(name=f"reused_{d}"))
+            m.d.sync += [capture[d].eq(capture[d - 1]), reused[d].eq(reused[d - 1])]
+        capture, reused = capture[reads], reused[reads]
         with m.If(capture):
             m.d.sync += x_hold.eq(acc_data)
         with m.If(alu_insn.use_imm):
@@ -285,12 +308,12 @@ class ExecutePipeline(wiring.Component):
             m.d.comb += [
                 alu.x.eq(Mux(reused, acc_data, x_hold)),
                 alu.y.eq(acc_data),
-                alu.keep_y.eq(~track_valid[1] | reused),
+                alu.keep_y.eq(~track_valid[reads] | reused),
             ]
         m.d.comb += [
             alu.op.eq(alu_insn.alu_op),
             alu.shift.eq(alu_insn.imm),  # MULR's shift; a legal one is never negative
-            alu.valid.eq(track_valid[1] & ~is_gemm),
+            alu.valid.eq(track_valid[reads] & ~is_gemm),
         ]
 
         # -- ACC and OUT writes ----------------------------------------------------------
@@ -308,7 +331,7 @@ class ExecutePipeline(wiring.Component):
         with m.Else():
             m.d.comb += [
                 self.acc_wr.en.eq(alu.valid_out),
-                self.acc_wr.addr.eq(track_dst[1 + alu.latency]),
+                self.acc_wr.addr.eq(track_dst[reads + alu.latency]),
                 result.eq(alu.result),
             ]
         m.d.comb += [
@@ -324,7 +347,7 @@ class ExecutePipeline(wiring.Component):
         writes_pending = Mux(
             is_gemm,
             Cat(track_valid[1 : gemm.latency + 2]).any(),
-            Cat(track_valid[1 : alu.latency + 2]).any(),
+            Cat(track_valid[1 : reads + alu.latency + 1]).any(),
         )
         m.d.comb += [
             self.done.eq(self.busy & ~issuing & ~s1_valid & ~s2_valid & ~writes_pending),

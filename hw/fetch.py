@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from hw.dma import ReadEngine2D
 from hw.interfaces import ADDR_BITS, DramReadSignature
 from hw.layouts import insn_view
+from hw.skid import SkidBuffer
 from isa.config import HwConfig
 from isa.formats import INSN_BITS, MemType, Opcode
 
@@ -59,16 +60,20 @@ class Fetch(wiring.Component):
         with m.If(remaining > CHUNK):
             m.d.comb += chunk.eq(CHUNK)
         room = buffer.level + in_flight + chunk <= BUFFER
+        # The chunk and room arithmetic reach the engine through a register slice, not into the
+        # same cycle as its row planner's start.
+        m.submodules.cmd_slice = cmd = SkidBuffer(engine.cmd.payload.shape())
+        wiring.connect(m, cmd.o, engine.cmd)
         m.d.comb += [
-            engine.cmd.valid.eq((remaining != 0) & room),
-            engine.cmd.payload.dram_addr.eq(addr),
-            engine.cmd.payload.y_size.eq(1),
-            engine.cmd.payload.x_size.eq(chunk),
+            cmd.i.valid.eq((remaining != 0) & room),
+            cmd.i.payload.dram_addr.eq(addr),
+            cmd.i.payload.y_size.eq(1),
+            cmd.i.payload.x_size.eq(chunk),
             buffer.w_data.eq(engine.out.payload.data),
             buffer.w_en.eq(engine.out.valid),
             engine.out.ready.eq(1),  # `room` reserved the space before the request
         ]
-        issued = engine.cmd.valid & engine.cmd.ready
+        issued = cmd.i.valid & cmd.i.ready
         arrived = engine.out.valid
         with m.If(self.start):
             m.d.sync += [remaining.eq(self.insn_count), addr.eq(self.insn_base), in_flight.eq(0)]
@@ -90,5 +95,5 @@ class Fetch(wiring.Component):
             m.d.comb += [queue.payload.eq(word), queue.valid.eq(buffer.r_rdy & selected)]
             with m.If(selected):
                 m.d.comb += buffer.r_en.eq(queue.ready)
-        m.d.comb += self.busy.eq((remaining != 0) | engine.busy | buffer.r_rdy)
+        m.d.comb += self.busy.eq((remaining != 0) | ~cmd.empty | engine.busy | buffer.r_rdy)
         return m

@@ -20,7 +20,8 @@ use_imm=1, else ACC[src]; ``imm`` is the instruction's immediate field)::
 MIN    signed minimum
 MAX    signed maximum
 ADD    x + y, wrapped to acc_bits
-MUL    x * y, wrapped to acc_bits (the compiler keeps products in range)
+MUL    x * m, wrapped to acc_bits: m = y[15:0] as a signed 16-bit value (as MULR's; an
+       immediate is 16 bits anyway, an ACC source's higher bits are ignored)
 SHR    arithmetic shift: n = y clamped to [-acc_bits, acc_bits]; n >= 0: x >> n (sign fill);
        n < 0: x << -n wrapped to acc_bits
 RSHR   rounding shift right: n as for SHR; n > 0: (x + 2**(n-1)) >> n computed without
@@ -46,7 +47,7 @@ import numpy as np
 from isa.formats import AluOp
 from isa.packing import wrap
 
-MULR_MULT_BITS = 16  # MULR multiplies by the low 16 bits of its ACC source, signed
+MULR_MULT_BITS = 16  # MUL and MULR multiply by the low 16 bits of y (their ACC source), signed
 
 
 def mulr_max_shift(acc_bits: int) -> int:
@@ -94,7 +95,7 @@ def alu(op: AluOp, x: np.ndarray, y: np.ndarray, acc_bits: int, imm: int = 0) ->
     if op == AluOp.ADD:
         return wrap(x + y, acc_bits)
     if op == AluOp.MUL:
-        return wrap(x * y, acc_bits)
+        return wrap(x * sign_extend(y, MULR_MULT_BITS), acc_bits)
     if op == AluOp.MOV:
         return np.broadcast_to(y, np.broadcast_shapes(np.shape(x), np.shape(y))).copy()
     if op in (AluOp.SHR, AluOp.RSHR):

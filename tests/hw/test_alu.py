@@ -129,6 +129,43 @@ def test_every_op_matches_semantics(name):
         assert got == want, f"seed {SEED}: {op.name} x={x} y={y} shift={shift}"
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_mul_takes_the_signed_low_16_bits_of_y(name):
+    """MUL(x, y) = x * sext16(y) wrapped, hand-computed: y's higher bits must not count."""
+    cfg = dataclasses.replace(load_config("small"), **CONFIGS[name])
+    bits, lanes = cfg.acc_bits, cfg.batch * cfg.block_out
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    pairs = [(3, 1 << 15 | 1 << (bits - 2) | 2), (3, 0xFFFF), (-5, lo | 0xFFFE), (7, hi),
+             (hi, (1 << 15) - 1), (lo, -(1 << 15)), (12345, lo), (-1, (1 << 16) + 1)]
+
+    def wrapped(v: int) -> int:
+        return (v + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))
+
+    def sext16(v: int) -> int:
+        return (v & 0xFFFF) - ((v & 0x8000) << 1)
+
+    pairs = [(x, wrapped(y)) for x, y in pairs]
+    pairs += [pairs[-1]] * (-len(pairs) % lanes)
+    vectors = [
+        (AluOp.MUL, [x for x, _ in chunk], [y for _, y in chunk], 0)
+        for chunk in (pairs[n : n + lanes] for n in range(0, len(pairs), lanes))
+    ]
+    dut = TensorAlu(cfg)
+    results = []
+
+    async def tb(ctx):
+        results.extend(await _stream(ctx, dut, vectors, random.Random(SEED)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    got = [r for chunk in results for r in chunk]
+    assert got == [wrapped(x * sext16(y)) for x, y in pairs]
+    if bits > 16:  # the test can tell the semantics apart
+        assert any(wrapped(x * sext16(y)) != wrapped(x * y) for x, y in pairs)
+
+
 def _run_adds(dut, lanes, y_of, keep_y_of=lambda cycle: False) -> list[tuple[int, int]]:
     """Four ADDs of x = cycle into the ALU, one a cycle; (cycle seen, lane 0) of each result."""
     seen = []

@@ -85,7 +85,7 @@ def lane_alu(op: AluOp, x: int, y: int, bits: int, imm: int = 0) -> int:
         AluOp.MIN: lambda: min(x, y),
         AluOp.MAX: lambda: max(x, y),
         AluOp.ADD: lambda: wrapped(x + y),
-        AluOp.MUL: lambda: wrapped(x * y),
+        AluOp.MUL: lambda: wrapped(x * wrapped(y, 16)),
         AluOp.MOV: lambda: y,
         AluOp.SHR: lambda: x >> n,
         AluOp.RSHR: lambda: (x + (1 << (n - 1))) >> n if n > 0 else x,
@@ -257,7 +257,12 @@ def _one_lane(op: AluOp, x: int, y: int, acc_bits: int = 32, shift: int = 0) -> 
         (AluOp.RSHR, (1 << 31) - 1, 4, 1 << 27),  # no overflow in the rounding add
         (AluOp.RSHR, 5, -2, 20),  # n <= 0: as SHR
         (AluOp.MUL, 1 << 20, 1 << 12, 0),  # wraps to 32 bits
-        (AluOp.MUL, 65535, 65537, -1),
+        (AluOp.MUL, 65535, 65537, 65535),  # y's bits above its low 16 are ignored
+        (AluOp.MUL, 3, 0x7FFF0002, 6),
+        (AluOp.MUL, 3, 0xFFFF, -3),  # y's low 16 bits are signed
+        (AluOp.MUL, -5, -(1 << 16) - 2, 10),
+        (AluOp.MUL, 1 << 17, -(1 << 15), 0),  # -2**32 wraps to 0
+        (AluOp.MUL, (1 << 31) - 1, (1 << 15) - 1, (1 << 31) - (1 << 15) + 1),  # wraps
         (AluOp.ADD, (1 << 31) - 1, 1, -(1 << 31)),
         (AluOp.MIN, -5, 3, -5),
         (AluOp.MAX, -5, 3, 3),
