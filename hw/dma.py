@@ -194,27 +194,16 @@ class ReadEngine2D(wiring.Component):
         data_end = Signal(_PADDED_BITS)
         x_last = Signal(_PADDED_BITS)
         addr = Signal(self._sram_addr_bits)
-        # Flags of the current column, kept in registers next to x (the compares of x are not in
-        # the path from x to the row queue's read): in the data columns, the last column; and
-        # their values at column 0.
-        in_x, at_end = Signal(), Signal()
-        in_first, end_first = Signal(), Signal()
         with m.If(accept):
-            width = cmd.x_pad_0 + cmd.x_size + cmd.x_pad_1
             m.d.sync += [
                 data_bgn.eq(cmd.x_pad_0),
                 data_end.eq(cmd.x_pad_0 + cmd.x_size),
-                x_last.eq(width - 1),
+                x_last.eq(cmd.x_pad_0 + cmd.x_size + cmd.x_pad_1 - 1),
                 addr.eq(cmd.sram_base),
-                # x is 0 between transfers; a transfer that moves data has x_size != 0.
-                in_x.eq(cmd.x_pad_0 == 0),
-                in_first.eq(cmd.x_pad_0 == 0),
-                at_end.eq(width == 1),
-                end_first.eq(width == 1),
             ]
 
         beat = self.dram.data
-        in_data = ~row.payload.zero & in_x
+        in_data = ~row.payload.zero & (x >= data_bgn) & (x < data_end)
         if g.slots > 1:
             slot = (row.payload.slot + x - data_bgn)[:g.slot_bits]
             elem, elem_valid = beat.payload.word_select(slot, g.elem_bits), beat.valid
@@ -236,7 +225,7 @@ class ReadEngine2D(wiring.Component):
             elem, elem_valid, beat_ready = beat.payload, beat.valid, self.out.ready
 
         take = self.out.valid & self.out.ready
-        row_end = at_end
+        row_end = x == x_last
         m.d.comb += [
             beat.ready.eq(row.valid & in_data & beat_ready),
             self.out.valid.eq(row.valid & (~in_data | elem_valid)),
@@ -246,14 +235,6 @@ class ReadEngine2D(wiring.Component):
         ]
         with m.If(take):
             m.d.sync += [addr.eq(addr + 1), x.eq(Mux(row_end, 0, x + 1))]
-            with m.If(row_end):
-                m.d.sync += [in_x.eq(in_first), at_end.eq(end_first)]
-            with m.Else():
-                step = x + 1
-                m.d.sync += [
-                    in_x.eq(Mux(step == data_bgn, 1, Mux(step == data_end, 0, in_x))),
-                    at_end.eq(step == x_last),
-                ]
         return m
 
 

@@ -48,12 +48,12 @@ def test_pareto_front_and_best():
 @pytest.mark.slow
 def test_a_sweep_evaluates_skips_and_resumes(tmp_path):
     board = load_board("ulx3s_85f")
-    tight = replace(board, dsps=20)  # small's 32 DSPs do not fit; a 1x2x2 core does
+    tight = replace(board, dsps=20)  # small's 24 DSPs do not fit; a 1x2x2 core does
     points = [SMALL, {**SMALL, "block_in": 2, "block_out": 2}, {**SMALL, "block_in": 12}]
     spec = SweepSpec(tight, points, model=DIGITS)
     records = run_sweep(spec, tmp_path, jobs=2)
     assert [r["status"] for r in records] == ["does not fit", "ok", "invalid"]
-    assert records[0]["reason"].startswith("DSP: 32 > 20")
+    assert records[0]["reason"].startswith("DSP: 24 > 20")
     ok = records[1]
     assert ok["dsp"] <= 20 and ok["cycles"] > 0 and ok["clock_source"] == "target"
     assert ok["latency_ms"] == pytest.approx(ok["cycles"] / board.target_mhz / 1e3, abs=1e-3)
