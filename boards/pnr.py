@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from boards.boards import Board
-from boards.synth import synth_command
+from boards.synth import abc_fallback_command, synth_command
 from boards.tools import tool_command, tool_versions
 from isa.config import HwConfig
 from isa.errors import ToolError
@@ -146,7 +146,16 @@ def run_flow(sources: dict[str, str], top: str, board: Board, work: Path, *, tim
     deadline = started + timeout_s
     script = (f"{'; '.join(reads)}; {synth_command('ecp5', top, use_dsp=use_dsp)}; "
               "write_json design.json")
-    run_tool("yosys", ["-q", "-l", "yosys.log", "-p", script], work, deadline, what, "yosys.log")
+    try:
+        run_tool("yosys", ["-q", "-l", "yosys.log", "-p", script], work, deadline, what,
+                 "yosys.log")
+    except ToolError as error:  # Yosys 0.70's ABC9 assertion: map the LUTs with ABC instead
+        if isinstance(error, PnrTimeout) or "Assert" not in str(error):
+            raise
+        fallback = abc_fallback_command("ecp5", top, use_dsp=use_dsp)
+        run_tool("yosys", ["-q", "-l", "yosys.log", "-p",
+                           f"{'; '.join(reads)}; {fallback}; write_json design.json"],
+                 work, deadline, what, "yosys.log")
     synth_done = time.monotonic()
     pins = ["--lpf", "design.lpf"] if lpf else ["--lpf-allow-unconstrained"]
     if lpf:

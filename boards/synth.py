@@ -91,7 +91,7 @@ def synthesize(design: str, top: str, family: str, *, use_dsp: bool = True,
         Path(tmp, name).write_text(design)
         mapper, error = "abc9", _run_yosys(tmp, f"read_{language} {name}; {command}")
         fallback = abc_fallback_command(family, top, use_dsp=use_dsp)
-        if error and "ABC" in error and fallback:
+        if error and "Assert" in error and fallback:
             mapper, error = "abc", _run_yosys(tmp, f"read_{language} {name}; {fallback}")
         if error:
             raise ToolError(f"yosys {family} synthesis failed: {error}")
