@@ -48,6 +48,20 @@ def write_tables(records: list[dict], meta: dict, out: Path) -> None:
     (out / "sweep.json").write_text(json.dumps({**meta, "points": records}, indent=1))
 
 
+# How a point's overrides other than its GEMM shape read in a plot label.
+_SHORT = {"inp_bits": "i", "wgt_bits": "w", "acc_bits": "a", "out_bits": "o",
+          "axi_data_bits": "bus", "lut_mult_bits": "lut", "uop_depth": "uop", "inp_depth": "inp",
+          "wgt_depth": "wgt", "acc_depth": "acc", "insn_queue_depth": "q", "dep_queue_depth": "d"}
+
+
+def short_label(record: dict) -> str:
+    """A point's plot label: its GEMM shape, then its other overrides (e.g. 1x16x8 i4 w4 lut4)."""
+    shape = record["config"].split("_")[0]
+    extra = [f"{_SHORT.get(k, k)}{v}" for k, v in record.get("params", {}).items()
+             if k not in ("batch", "block_in", "block_out")]
+    return " ".join([shape, *extra])
+
+
 def write_plot(records: list[dict], meta: dict, path: Path) -> None:
     """Latency (or peak GMAC/s) against LUTs and DSPs, the Pareto front of each drawn."""
     import matplotlib
@@ -64,7 +78,7 @@ def write_plot(records: list[dict], meta: dict, path: Path) -> None:
     for ax, resource in zip(axes, ("lut", "dsp"), strict=True):
         ax.scatter([r[resource] for r in fitting], [r[key] for r in fitting], color="tab:blue")
         for r in fitting:
-            ax.annotate(r["config"].split("_")[0], (r[resource], r[key]), fontsize=7,
+            ax.annotate(short_label(r), (r[resource], r[key]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         front = pareto(fitting, resource)
         ax.plot([r[resource] for r in front], [r[key] for r in front], color="tab:red",

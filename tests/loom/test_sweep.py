@@ -10,7 +10,7 @@ from boards.boards import load_board
 from isa.errors import ConfigError
 from loom.cli import main
 from loom.sweep import SweepSpec, parse_params, product, read_grid, run_sweep
-from loom.sweep_report import best_point, pareto
+from loom.sweep_report import best_point, pareto, short_label
 
 DIGITS = "loom/models/digits_cnn.onnx"
 # the `small` preset's fields, so the Verilator model is the one other tests build
@@ -88,3 +88,12 @@ def test_loom_sweep_errors(capsys):
     assert "give a MODEL.onnx" in capsys.readouterr().err
     assert main(["sweep", "--board", "nope", "--param", "block_in=8"]) == 1
     assert "no board named 'nope'" in capsys.readouterr().err
+
+
+def test_plot_labels_name_the_overrides_beyond_the_shape():
+    """Two points of one GEMM shape are told apart in the plot by their other overrides."""
+    record = {"config": "1x16x8_i4w4a32o8_u8192i2048w1024a2048_bus64_q512d8_lut4",
+              "params": {"block_in": 16, "block_out": 8, "inp_bits": 4, "wgt_bits": 4,
+                         "lut_mult_bits": 4}}
+    assert short_label(record) == "1x16x8 i4 w4 lut4"
+    assert short_label({"config": "1x8x8_i8", "params": {"block_in": 8}}) == "1x8x8"
